@@ -1,0 +1,135 @@
+"""The one settings object of feedbackloop.
+
+Built once at the entry point (the CLI) and passed down; nothing below reads the
+environment. Every field can be set with ``FEEDBACKLOOP_<SECTION>__<FIELD>``, e.g.
+``FEEDBACKLOOP_KAFKA__BOOTSTRAP_SERVERS`` or ``FEEDBACKLOOP_CLICKHOUSE__URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Project-local, git-ignored folder for everything the local stack and chdb write.
+DEFAULT_HOME = Path(".feedbackloop")
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how our topics are laid out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    partitions: int = Field(4, ge=1, description="Partition count of every feedbackloop topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor used when creating topics.")
+    topic_namespace: str = Field(
+        "",
+        description="Prefix put before every topic name ('' keeps the contract names); tests use it "
+        "to get topics of their own.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class ClickHouseSettings(BaseModel):
+    """Which ClickHouse to write to: embedded chdb (``chdb:///dir``) or a server (``http(s)://...``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        f"chdb:///{(DEFAULT_HOME / 'chdb').as_posix()}",
+        description="chdb:///<dir> (relative dirs are fine) or http(s)://user:pass@host:port.",
+    )
+    database: str = Field("feedbackloop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    insert_batch_rows: int = Field(20_000, ge=1, description="Rows per insert, per table.")
+    flush_interval_s: float = Field(1.0, gt=0, description="Longest a row waits in the sink buffer.")
+    max_retries: int = Field(5, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("clickhouse url must start with chdb://, http:// or https://")
+        return url
+
+
+class SignalSettings(BaseModel):
+    """Thresholds and windows of the implicit signals; their meaning is the README's contract."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    abandon_window_s: float = Field(300.0, gt=0, description="No positive action within this -> abandoned.")
+    rephrase_window_s: float = Field(
+        120.0, gt=0, description="Next interaction within this may be a rephrase."
+    )
+    followup_window_s: float = Field(
+        60.0, gt=0, description="Next interaction within this may be a follow-up."
+    )
+    short_dwell_ms: int = Field(3000, ge=0, description="view_end dwell under this is a short dwell.")
+    partial_copy_below: float = Field(0.9, gt=0, le=1, description="copied_fraction under this is partial.")
+    edit_small_max_norm: float = Field(0.15, ge=0, le=1, description="edit_distance_norm <= this is small.")
+    edit_large_min_norm: float = Field(0.5, ge=0, le=1, description="edit_distance_norm >= this is large.")
+
+
+class PipelineSettings(BaseModel):
+    """How the stream processors run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: str = Field("feedbackloop", description="Faust app id: consumer group and internal topic prefix.")
+    batch_max_events: int = Field(2000, ge=1)
+    batch_within_s: float = Field(0.05, gt=0)
+    allowed_lateness_s: float = Field(
+        5.0, ge=0, description="Out-of-orderness tolerated before the watermark passes an event."
+    )
+    idle_advance_s: float = Field(
+        3.0,
+        gt=0,
+        description="When every input of a partition has been read to its end for this long, its "
+        "watermark follows the wall clock (so the last interactions settle without new traffic).",
+    )
+    retention_s: float = Field(
+        3600.0, gt=0, description="How long after settling an interaction still accepts late events."
+    )
+    metrics_window_s: int = Field(60, ge=1, description="Tumbling window of prompt_version_metrics.")
+    standby_replicas: int = Field(0, ge=0)
+    commit_interval_s: float = Field(1.0, gt=0)
+    web_port: int = Field(6066, ge=0)
+    signals: SignalSettings = SignalSettings()
+
+
+class StackSettings(BaseModel):
+    """The local single-node Kafka started without Docker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_version: str = "4.4.0"
+    home: Path = Field(DEFAULT_HOME, description="Where the broker's data, logs and pid file live.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "feedbackloop", description="Where the broker's jars are cached."
+    )
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    heap: str = "1g"
+
+
+class Settings(BaseSettings):
+    """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEEDBACKLOOP_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    stack: StackSettings = StackSettings()

@@ -1,0 +1,33 @@
+"""The one contract every feedbackloop stage shares: event models and topic names."""
+
+from schemas import topics
+from schemas.deadletter import DeadLetter
+from schemas.derived import (
+    FeedbackJoined,
+    InteractionOutcome,
+    MetricContribution,
+    PromptVersionMetrics,
+)
+from schemas.events import (
+    SCHEMA_VERSION,
+    FeedbackEvent,
+    FeedbackType,
+    InteractionEvent,
+    format_timestamp,
+    to_epoch_ms,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "FeedbackEvent",
+    "FeedbackJoined",
+    "FeedbackType",
+    "InteractionEvent",
+    "InteractionOutcome",
+    "MetricContribution",
+    "PromptVersionMetrics",
+    "format_timestamp",
+    "to_epoch_ms",
+    "topics",
+]

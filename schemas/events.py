@@ -1,0 +1,136 @@
+"""The events applications publish: one interaction per AI call, one feedback per user action.
+
+These models are the contract every stage shares. They are frozen, reject unknown fields and
+do not coerce types (``"12"`` is not an int). JSON on the wire is UTF-8; the message key is
+``session_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render a timestamp as RFC 3339 in UTC with millisecond precision, e.g. ``2026-11-26T10:00:00.123Z``."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def to_epoch_ms(value: datetime) -> int:
+    """Milliseconds since the Unix epoch of an aware datetime."""
+    return int(value.timestamp() * 1000 + (0.5 if value.timestamp() >= 0 else -0.5))
+
+
+#: A timezone-aware timestamp, kept at millisecond precision and written as RFC 3339 UTC.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
+Label = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(strict=True)]
+
+
+def _truncate_to_ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this event's schema.")
+    event_id: UUID = Field(description="Unique per event; a redelivered event keeps its id.")
+    interaction_id: UUID = Field(description="The AI call this event is about.")
+    user_id: Identifier = Field(description="The end user, as the application identifies them.")
+    session_id: Identifier = Field(description="The user's session; also the Kafka message key.")
+    created_at: Timestamp = Field(description="When it happened, RFC 3339 with zone, ms precision.")
+
+    @field_validator("created_at")
+    @classmethod
+    def _ms_precision(cls, value: datetime) -> datetime:
+        return _truncate_to_ms(value)
+
+
+class InteractionEvent(_Event):
+    """One AI call: what was asked, with which prompt version and model, and what came back."""
+
+    prompt: Text = Field(description="The user's input as sent to the model (after templating is fine).")
+    prompt_version: Label = Field(description="Version label of the prompt template, e.g. 'v1.1'.")
+    model: Label = Field(description="Model name, e.g. 'gpt-4o-mini'.")
+    response: Text = Field(description="The model's output as shown to the user.")
+    response_time_ms: StrictInt = Field(ge=0, description="Latency of the AI call in milliseconds.")
+    regenerated_from: UUID | None = Field(
+        None, description="Set when this call answers a regenerate of that earlier interaction."
+    )
+    input_category: Label | None = Field(None, description="The app's label of the input type.")
+    experiment_id: Label | None = Field(None, description="A/B experiment this call took part in.")
+    variant: Label | None = Field(None, description="Variant of that experiment the user was assigned to.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Free-form string labels.")
+
+    @model_validator(mode="after")
+    def _not_own_regeneration(self) -> Self:
+        if self.regenerated_from == self.interaction_id:
+            raise ValueError("regenerated_from must name an earlier interaction, not this one")
+        if (self.experiment_id is None) != (self.variant is None):
+            raise ValueError("experiment_id and variant are given together or not at all")
+        return self
+
+
+class FeedbackType(StrEnum):
+    """What the user did with a response."""
+
+    REGENERATE = "regenerate"
+    EDIT = "edit"
+    THUMBS_UP = "thumbs_up"
+    THUMBS_DOWN = "thumbs_down"
+    COPY = "copy"
+    ACCEPT = "accept"
+    VIEW_END = "view_end"
+
+
+#: The field each feedback type requires; no other type may carry it.
+_REQUIRED_FIELD: dict[FeedbackType, str] = {
+    FeedbackType.EDIT: "corrected_output",
+    FeedbackType.COPY: "copied_chars",
+    FeedbackType.VIEW_END: "dwell_ms",
+}
+
+
+class FeedbackEvent(_Event):
+    """One user action on a response. The type decides which optional field is required."""
+
+    feedback_type: FeedbackType = Field(
+        description="regenerate | edit | thumbs_up | thumbs_down | copy | ..."
+    )
+    corrected_output: Text | None = Field(None, description="The user's corrected text (edit only).")
+    copied_chars: StrictInt | None = Field(
+        None, ge=0, description="Characters of the response copied (copy only)."
+    )
+    dwell_ms: StrictInt | None = Field(
+        None, ge=0, description="How long the response was on screen (view_end only)."
+    )
+    comment: str | None = Field(None, max_length=10_000, description="Optional free text from the user.")
+
+    @model_validator(mode="after")
+    def _fields_match_type(self) -> Self:
+        for feedback_type, field in _REQUIRED_FIELD.items():
+            present = getattr(self, field) is not None
+            if self.feedback_type is feedback_type and not present:
+                raise ValueError(f"{field} is required when feedback_type is '{feedback_type}'")
+            if self.feedback_type is not feedback_type and present:
+                raise ValueError(f"{field} is only allowed when feedback_type is '{feedback_type}'")
+        return self
