@@ -1,0 +1,1 @@
+"""Shared test configuration: unit tests need nothing; integration fixtures live in tests/integration."""
