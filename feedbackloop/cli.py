@@ -67,6 +67,19 @@ def stack_status() -> None:
         raise typer.Exit(3)
 
 
+@app.command("collector")
+def collector(
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless a proxy fronts it.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Serve the HTTP collector: browsers and mobile apps POST events, we publish them to Kafka."""
+    from producers.collector import serve
+
+    serve(_settings(), host=host, port=port)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
