@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
+import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from feedbackloop import localstack
 from feedbackloop.settings import Settings
+from feedbackloop.worker import Stage
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka (no Docker needed).")
@@ -81,9 +88,98 @@ def collector(
 
 
 class OutputFormat(StrEnum):
+    """How ``query`` prints rows."""
+
     table = "table"
     csv = "csv"
     json = "json"
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create the ClickHouse database, tables and views (numbered migrations, applied once)."""
+    from sinks.clickhouse import ClickHouseBusyError, connect, migrate
+
+    settings = _settings()
+    try:
+        client = connect(settings.clickhouse)
+    except ClickHouseBusyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    applied = migrate(client, settings.clickhouse.database)
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing new"
+    console.print(
+        f"database [bold]{settings.clickhouse.database}[/bold] at {settings.clickhouse.url}: {names}"
+    )
+
+
+@app.command("worker")
+def worker_cmd(
+    stage: Annotated[Stage, typer.Option(help="all = processors + sink; or one stage alone.")] = Stage.all,
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "info",
+) -> None:
+    """Run the pipeline: Faust processors (join, signals, windows) and the ClickHouse sink."""
+    from feedbackloop import worker
+
+    settings = _settings()
+    logging.basicConfig(
+        level=loglevel.upper() if loglevel != "warn" else "WARNING",
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    if stage is Stage.sink:
+        code = worker.run_sink(settings)
+    elif stage is Stage.process:
+        code = worker.run_processor(settings, loglevel)
+    else:
+        code = worker.run_all(settings, loglevel)
+    raise typer.Exit(code)
+
+
+@app.command("query")
+def query_cmd(
+    sql: Annotated[str, typer.Argument(help="SQL to run, e.g. 'SELECT * FROM regeneration_rates'.")],
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """Run SQL against the configured ClickHouse (database feedbackloop is the default)."""
+    from sinks.clickhouse import ClickHouseBusyError, connect, query_rows
+
+    settings = _settings()
+    try:
+        client = connect(settings.clickhouse)
+    except ClickHouseBusyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        client.command(f"USE {settings.clickhouse.database}")
+        columns, rows = query_rows(client, sql)
+    except Exception as exc:
+        err.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    print_rows(columns, rows, output)
+
+
+def print_rows(columns: list[str], rows: list[list[Any]], output: OutputFormat = OutputFormat.table) -> None:
+    """Print query results as a rich table, CSV or JSON lines."""
+    if output is OutputFormat.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
+    elif output is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, box=box.SIMPLE_HEAVY)
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
 
 
 def main() -> None:
@@ -95,4 +191,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Annotated", "OutputFormat", "app", "main"]
+__all__ = ["OutputFormat", "app", "main", "print_rows"]

@@ -42,8 +42,8 @@ class ClickHouseSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str = Field(
-        f"chdb:///{(DEFAULT_HOME / 'chdb').as_posix()}",
-        description="chdb:///<dir> (relative dirs are fine) or http(s)://user:pass@host:port.",
+        f"chdb://{(DEFAULT_HOME / 'chdb').as_posix()}",
+        description="chdb:///<absolute dir>, chdb://<relative dir> or http(s)://user:pass@host:port.",
     )
     database: str = Field("feedbackloop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     insert_batch_rows: int = Field(20_000, ge=1, description="Rows per insert, per table.")
@@ -97,8 +97,16 @@ class PipelineSettings(BaseModel):
         3600.0, gt=0, description="How long after settling an interaction still accepts late events."
     )
     metrics_window_s: int = Field(60, ge=1, description="Tumbling window of prompt_version_metrics.")
-    standby_replicas: int = Field(0, ge=0)
-    commit_interval_s: float = Field(1.0, gt=0)
+    metrics_retention_s: float = Field(
+        6 * 3600.0, gt=0, description="How far behind the newest window a metrics window still takes updates."
+    )
+    standby_replicas: int = Field(0, ge=0, description="Faust table standby replicas (faster fail-over).")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often consumer offsets are committed.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="Consumer group session timeout: how soon a dead worker's partitions move."
+    )
+    fetch_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Per-partition fetch size.")
+    stream_buffer: int = Field(32_768, ge=1, description="Events buffered between fetcher and agent.")
     web_port: int = Field(6066, ge=0)
     signals: SignalSettings = SignalSettings()
 
@@ -118,6 +126,56 @@ class StackSettings(BaseModel):
     heap: str = "1g"
 
 
+class ProducerSettings(BaseModel):
+    """How the producer SDK buffers, spools and hands events to Kafka (see docs/producers.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str = Field("feedbackloop-sdk", description="Kafka client.id; also the metrics label.")
+    buffer_max_events: int = Field(
+        100_000, ge=1, description="In-memory buffer between callers and the sender thread; full -> refused."
+    )
+    max_in_flight: int = Field(
+        10_000,
+        ge=1,
+        description="Events handed to librdkafka and not yet acknowledged; more are spooled instead.",
+    )
+    spool_after_s: float = Field(
+        1.0, gt=0, description="An event unacknowledged this long means the broker is unwell: spool."
+    )
+    linger_ms: int = Field(5, ge=0, description="librdkafka linger.ms: batching delay.")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    close_timeout_s: float = Field(
+        10.0, ge=0, description="How long close() waits for deliveries before spooling what is left."
+    )
+    spool_dir: Path = Field(DEFAULT_HOME / "spool", description="Where the on-disk spool lives.")
+    spool_max_bytes: int = Field(
+        1 << 30, ge=1 << 16, description="Spool size bound; events beyond it are dropped, loudly."
+    )
+    spool_segment_bytes: int = Field(16 << 20, ge=1 << 12, description="Size at which a segment rolls.")
+    spool_fsync_interval_s: float = Field(
+        0.2,
+        ge=0,
+        description="Longest a spooled record waits for fsync (0: after every write). A process crash "
+        "loses nothing written; this bounds what a machine crash can take.",
+    )
+
+
+class CollectorSettings(BaseModel):
+    """The HTTP collector that browsers and mobile apps post events to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token clients must send; none -> only 127.0.0.1 / ::1 clients."
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (), description="Origins browsers may post from ('*' for any); empty -> no CORS headers."
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
+    max_events_per_request: int = Field(500, ge=1, description="Longer batches get 413.")
+
+
 class Settings(BaseSettings):
     """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
 
@@ -133,3 +191,5 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     pipeline: PipelineSettings = PipelineSettings()
     stack: StackSettings = StackSettings()
+    producer: ProducerSettings = ProducerSettings()
+    collector: CollectorSettings = CollectorSettings()

@@ -34,8 +34,8 @@ def format_timestamp(value: datetime) -> str:
 
 
 def to_epoch_ms(value: datetime) -> int:
-    """Milliseconds since the Unix epoch of an aware datetime."""
-    return int(value.timestamp() * 1000 + (0.5 if value.timestamp() >= 0 else -0.5))
+    """Milliseconds since the Unix epoch of an aware datetime (rounded: floats are not exact)."""
+    return round(value.timestamp() * 1000)
 
 
 #: A timezone-aware timestamp, kept at millisecond precision and written as RFC 3339 UTC.

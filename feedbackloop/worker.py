@@ -1,0 +1,93 @@
+"""Run the pipeline's stages: the Faust processors, the ClickHouse sink, or both.
+
+``all`` (the default) runs the processors in this process and the sink in a child process, so
+the two stages use both cores and chdb's blocking calls never touch Faust's event loop.
+SIGINT/SIGTERM stop both gracefully: outputs are flushed, rows inserted, offsets committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from enum import StrEnum
+from types import FrameType
+
+from feedbackloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    """Which part of the pipeline a worker process runs."""
+
+    all = "all"
+    process = "process"
+    sink = "sink"
+
+
+def run_processor(settings: Settings, loglevel: str = "info") -> int:
+    """Run the Faust processors until SIGINT/SIGTERM; return the exit code."""
+    import faust
+
+    from stream_processors.app import create_app
+
+    app, _pipeline = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def run_sink(settings: Settings) -> int:
+    """Run the ClickHouse sink until SIGINT/SIGTERM; return the exit code."""
+    from sinks.runner import ClickHouseSink
+
+    sink = ClickHouseSink(settings)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        sink.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sink.run()
+    return 0
+
+
+def run_all(settings: Settings, loglevel: str = "info") -> int:
+    """Sink in a child process, processors here; when either stops, stop the other."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "feedbackloop.cli", "worker", "--stage", "sink", "--loglevel", loglevel],
+        env=os.environ.copy(),
+    )
+    child_failed = threading.Event()
+
+    def watch_child() -> None:
+        code = child.wait()
+        if code != 0 and not stopping.is_set():
+            log.error("the sink process exited with %s; stopping the processors", code)
+            child_failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopping = threading.Event()
+    threading.Thread(target=watch_child, name="sink-watch", daemon=True).start()
+    code = 1
+    try:
+        code = run_processor(settings, loglevel)
+    finally:
+        stopping.set()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    if child_failed.is_set() or child.returncode not in (0, None):
+        return child.returncode or 1
+    return code

@@ -1,0 +1,61 @@
+"""Pure mapping from topic messages to ClickHouse rows, one table per topic.
+
+Every message is validated against the contract before it becomes a row; a message that does
+not validate is reported (it never reaches ClickHouse half-right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas import (
+    DeadLetter,
+    FeedbackJoined,
+    InteractionEvent,
+    InteractionOutcome,
+    PromptVersionMetrics,
+    topics,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where one topic's messages go and how they become rows."""
+
+    table: str
+    topic: str
+    columns: tuple[str, ...]
+    to_row: Callable[[bytes], list[Any]]
+
+
+def _fields(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name not in exclude)
+
+
+def _row_maker(model: type[BaseModel], columns: tuple[str, ...]) -> Callable[[bytes], list[Any]]:
+    validate = model.model_validate_json
+
+    def to_row(value: bytes) -> list[Any]:
+        event = validate(value)
+        return [getattr(event, c) for c in columns]
+
+    return to_row
+
+
+def _spec(table: str, topic: str, model: type[BaseModel], exclude: tuple[str, ...] = ()) -> TableSpec:
+    columns = _fields(model, exclude)
+    return TableSpec(table, topic, columns, _row_maker(model, columns))
+
+
+#: The sink's routing: topic (contract name) -> table.
+TABLES: tuple[TableSpec, ...] = (
+    _spec("ai_interactions", topics.INTERACTIONS, InteractionEvent),
+    _spec("ai_feedback", topics.FEEDBACK_JOINED, FeedbackJoined),
+    _spec("interaction_outcomes", topics.OUTCOMES, InteractionOutcome, exclude=("schema_version",)),
+    _spec("prompt_version_metrics", topics.METRICS, PromptVersionMetrics, exclude=("schema_version",)),
+    _spec("dead_letters", topics.DEADLETTER, DeadLetter, exclude=("schema_version",)),
+)

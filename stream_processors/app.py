@@ -1,0 +1,421 @@
+"""Faust wiring of the stream processors: agents decode, call the pure logic, emit.
+
+Two stages run in one Faust app (one consumer group, so N worker processes share the work):
+
+* ``process_events`` reads ``ai.interactions.v1`` and ``ai.feedback.v1`` (co-partitioned by
+  ``session_id``), keeps one :class:`~stream_processors.state.PartitionState` per partition,
+  and emits joined feedback, outcomes, metric contributions and dead letters.
+* ``aggregate_windows`` reads the contributions (keyed by window) and emits the window
+  aggregates to ``ai.metrics.v1``.
+
+Per batch, the order is: send the outputs and wait for the broker's acknowledgement, then send
+the changed state records to the changelog; consumer offsets are committed (by Faust, after our
+producer is flushed again) only after that. So whatever moment a worker dies at, the state it
+recovers from its changelog never claims an output that was not delivered, and the events it
+re-reads are recognised by their ids: outputs are re-derived with the same versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.types import TP
+from pydantic import ValidationError
+
+from feedbackloop.output_producer import OutputProducer
+from feedbackloop.settings import Settings
+from schemas import DeadLetter, FeedbackEvent, InteractionEvent, format_timestamp, to_epoch_ms, topics
+from stream_processors.faust_transport import FastConsumer, FastTransport
+from stream_processors.signals.outcome import Feedback, Interaction
+from stream_processors.state import Emit, LostEvent, PartitionState
+from stream_processors.watermark import Watermark
+from stream_processors.windows import WindowState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Real names of every topic the processors touch."""
+
+    interactions: str
+    feedback: str
+    joined: str
+    outcomes: str
+    metrics: str
+    deadletter: str
+    contributions: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        """Names under the configured namespace."""
+        ns = settings.kafka.topic_namespace
+        return cls(
+            interactions=topics.topic_name(topics.INTERACTIONS, ns),
+            feedback=topics.topic_name(topics.FEEDBACK, ns),
+            joined=topics.topic_name(topics.FEEDBACK_JOINED, ns),
+            outcomes=topics.topic_name(topics.OUTCOMES, ns),
+            metrics=topics.topic_name(topics.METRICS, ns),
+            deadletter=topics.topic_name(topics.DEADLETTER, ns),
+            contributions=f"{app_id(settings)}-metric-contributions",
+        )
+
+
+def app_id(settings: Settings) -> str:
+    """Faust app id (consumer group, internal topic prefix), namespaced like the topics."""
+    ns = settings.kafka.topic_namespace
+    return f"{ns}.{settings.pipeline.app_id}" if ns else settings.pipeline.app_id
+
+
+class _App(faust.App):
+    def _new_transport(self) -> Any:
+        return FastTransport(self.conf.broker_consumer, self)
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class Pipeline:
+    """The processors' state and behaviour, independent of how Faust delivers events."""
+
+    def __init__(self, settings: Settings, names: TopicNames, output: OutputProducer) -> None:
+        self.settings = settings
+        self.pipeline = settings.pipeline
+        self.names = names
+        self.output = output
+        self.lock = asyncio.Lock()
+        self.partitions: dict[int, PartitionState] = {}
+        self.watermarks: dict[int, Watermark] = {}
+        self.windows: dict[int, WindowState] = {}
+        self.read_offsets: dict[tuple[str, int], int] = {}
+        self.records_changelog = ""
+        self.windows_changelog = ""
+        self.records_store: Any = None
+        self.windows_store: Any = None
+        self.highwater: Any = None
+        self.window_ms = self.pipeline.metrics_window_s * 1000
+        self.invalid = 0
+
+    # ------------------------------------------------------------ state lifecycle
+
+    def _partition(self, partition: int) -> PartitionState:
+        state = self.partitions.get(partition)
+        if state is None:
+            state = PartitionState.restore(partition, self.pipeline, self._recovered(self.records_store))
+            self._release(self.records_store, state.records)
+            self.partitions[partition] = state
+            self.watermarks[partition] = Watermark(
+                int(self.pipeline.allowed_lateness_s * 1000), int(self.pipeline.idle_advance_s * 1000)
+            )
+            log.info("partition %d: restored %d records", partition, len(state.records))
+        return state
+
+    def _window_state(self, partition: int) -> WindowState:
+        state = self.windows.get(partition)
+        if state is None:
+            state = WindowState.restore(
+                partition,
+                self.window_ms,
+                int(self.pipeline.metrics_retention_s * 1000),
+                self._recovered(self.windows_store),
+            )
+            self._release(
+                self.windows_store,
+                [WindowState.member_key(w, i) for w, members in state.windows.items() for i in members],
+            )
+            self.windows[partition] = state
+        return state
+
+    @staticmethod
+    def _recovered(store: Any) -> list[tuple[str, bytes]]:
+        # Faust recovers the changelog into its in-memory store before it hands us events of a
+        # partition (from the earliest offset, on every assignment).
+        if store is None:
+            return []
+        return [
+            (key.decode() if isinstance(key, bytes) else key, value) for key, value in list(store.items())
+        ]
+
+    @staticmethod
+    def _release(store: Any, keys: Iterable[str]) -> None:
+        # From here on the partition's state lives in our objects; keeping Faust's copy would
+        # double the memory and go stale (it is rebuilt from the changelog on reassignment).
+        if store is None:
+            return
+        for key in keys:
+            store.pop(key.encode(), None)
+            store.pop(key, None)
+
+    def forget(self, revoked: Iterable[TP]) -> None:
+        """Drop the state of partitions this worker no longer owns (the changelog has it)."""
+        for tp in revoked:
+            if tp.topic in (self.names.interactions, self.names.feedback):
+                self.partitions.pop(tp.partition, None)
+                self.watermarks.pop(tp.partition, None)
+            elif tp.topic == self.names.contributions:
+                self.windows.pop(tp.partition, None)
+            self.read_offsets.pop((tp.topic, tp.partition), None)
+
+    # ------------------------------------------------------------ processing
+
+    async def process_events(self, events: Sequence[Any]) -> None:
+        """One batch of input events: apply, advance time, emit, persist."""
+        async with self.lock:
+            now_ms = int(time.time() * 1000)
+            out: list[Emit | LostEvent] = []
+            touched: set[int] = set()
+            for event in events:
+                message = event.message
+                partition = message.partition
+                state = self._partition(partition)
+                touched.add(partition)
+                self.read_offsets[(message.topic, partition)] = message.offset
+                out.extend(self._apply(state, message, now_ms))
+            for partition in touched:
+                out.extend(self._advance(partition, now_ms))
+            await self._emit_and_persist(out, touched)
+
+    def _apply(self, state: PartitionState, message: Any, now_ms: int) -> list[Emit | LostEvent]:
+        topic = message.topic
+        is_interaction = topic == self.names.interactions
+        model = InteractionEvent if is_interaction else FeedbackEvent
+        try:
+            if message.value is None:
+                raise ValueError("the message has no value (a tombstone is not an event)")
+            event = model.model_validate_json(message.value)
+            key = message.key.decode() if isinstance(message.key, bytes) else message.key
+            if key != event.session_id:
+                raise ValueError(
+                    f"the message key must be the session_id ({event.session_id!r}), got {key!r}: "
+                    "events of one session must share a partition"
+                )
+        except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+            self.invalid += 1
+            reason = _validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)
+            error = "validation_error" if isinstance(exc, ValidationError) else "invalid_message"
+            self._dead_letter(
+                topic, message.partition, message.offset, message.key, message.value, reason, error
+            )
+            return []
+        self.watermarks[state.partition].observe(topic, to_epoch_ms(event.created_at), now_ms)
+        if isinstance(event, FeedbackEvent):
+            return state.apply_feedback(
+                Feedback.of(event, format_timestamp(event.created_at), message.offset)
+            )
+        results = state.apply_interaction(Interaction.of(event))
+        for lost in [r for r in results if isinstance(r, LostEvent)]:
+            self._dead_letter(
+                topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                lost.reason,
+                lost.error_type,
+            )
+        return [r for r in results if isinstance(r, Emit)]
+
+    def _advance(self, partition: int, now_ms: int) -> list[Emit | LostEvent]:
+        watermark = self.watermarks[partition]
+        for topic in (self.names.interactions, self.names.feedback):
+            read = self.read_offsets.get((topic, partition))
+            if read is None:
+                continue  # nothing read from it: it does not hold time back
+            high = self.highwater(TP(topic, partition)) if self.highwater else None
+            watermark.set_caught_up(topic, high is None or read + 1 >= high)
+        return self.partitions[partition].advance(watermark.advance(now_ms))
+
+    async def tick(self) -> None:
+        """Let quiet partitions' watermarks follow the wall clock (settles the last interactions)."""
+        if not self.partitions:
+            return
+        async with self.lock:
+            now_ms = int(time.time() * 1000)
+            out: list[Emit | LostEvent] = []
+            for partition in list(self.partitions):
+                out.extend(self._advance(partition, now_ms))
+            await self._emit_and_persist(out, set(self.partitions))
+
+    def _dead_letter(
+        self, topic: str, partition: int, offset: int, key: Any, value: bytes | None, reason: str, error: str
+    ) -> None:
+        letter = DeadLetter.of(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key if isinstance(key, bytes) or key is None else str(key).encode(),
+            value=value,
+            reason=reason,
+            error_type=error,
+            stage="processor",
+        )
+        self.output.produce(self.names.deadletter, key, letter.model_dump_json().encode())
+
+    async def _emit_and_persist(self, out: list[Emit | LostEvent], partitions: Iterable[int]) -> None:
+        produce = self.output.produce
+        for item in out:
+            if isinstance(item, Emit):
+                topic = {
+                    "joined": self.names.joined,
+                    "outcome": self.names.outcomes,
+                    "contribution": self.names.contributions,
+                }[item.kind]
+                produce(topic, item.key.encode(), orjson.dumps(item.value))
+            else:
+                self._lost(item)
+        # Outputs first, acknowledged; only then the state that says they were sent.
+        await self.output.flush()
+        for partition in partitions:
+            state = self.partitions.get(partition)
+            if state is None:
+                continue
+            upserts, deleted = state.take_changes()
+            for key, value in upserts.items():
+                produce(self.records_changelog, key.encode(), value, partition)
+            for key in deleted:
+                produce(self.records_changelog, key.encode(), None, partition)
+
+    def _lost(self, item: LostEvent) -> None:
+        # Only feedback is lost after the fact (its interaction never came); the message is
+        # re-serialized from state, with the offset it was read from.
+        fb = item.feedback
+        if fb is None:
+            return
+        value = orjson.dumps(
+            {
+                "schema_version": 1,
+                "event_id": fb.event_id,
+                "interaction_id": fb.interaction_id,
+                "user_id": fb.user_id,
+                "session_id": fb.session_id,
+                "created_at": fb.created_at,
+                "feedback_type": fb.feedback_type,
+                "corrected_output": fb.corrected_output,
+                "copied_chars": fb.copied_chars,
+                "dwell_ms": fb.dwell_ms,
+                "comment": fb.comment,
+            }
+        )
+        self._dead_letter(
+            self.names.feedback,
+            item.partition,
+            fb.offset,
+            fb.session_id.encode(),
+            value,
+            item.reason,
+            item.error_type,
+        )
+
+    async def process_contributions(self, events: Sequence[Any]) -> None:
+        """One batch of metric contributions: update windows, emit their aggregates, persist."""
+        async with self.lock:
+            touched: set[int] = set()
+            for event in events:
+                message = event.message
+                state = self._window_state(message.partition)
+                touched.add(message.partition)
+                window = message.key.decode() if isinstance(message.key, bytes) else message.key
+                state.apply(window, orjson.loads(message.value))
+            for partition in touched:
+                state = self.windows[partition]
+                for window, aggregate in state.emissions():
+                    self.output.produce(self.names.metrics, window.encode(), orjson.dumps(aggregate))
+                state.expire()
+            await self.output.flush()
+            for partition in touched:
+                upserts, deleted = self.windows[partition].take_changes()
+                for key, value in upserts.items():
+                    self.output.produce(self.windows_changelog, key.encode(), value, partition)
+                for key in deleted:
+                    self.output.produce(self.windows_changelog, key.encode(), None, partition)
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
+    """The Faust app running both processing stages, and the pipeline behind its agents."""
+    pipeline_cfg = settings.pipeline
+    names = TopicNames.of(settings)
+    partitions = settings.kafka.partitions
+    app = _App(
+        app_id(settings),
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=pipeline_cfg.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, pipeline_cfg.session_timeout_s / 5),
+        broker_request_timeout=max(90.0, pipeline_cfg.session_timeout_s * 3),
+        broker_rebalance_timeout=max(30.0, pipeline_cfg.session_timeout_s * 3),
+        broker_commit_interval=pipeline_cfg.commit_interval_s,
+        consumer_max_fetch_size=pipeline_cfg.fetch_max_bytes,
+        stream_buffer_maxsize=pipeline_cfg.stream_buffer,
+        table_standby_replicas=pipeline_cfg.standby_replicas,
+        producer_acks=-1,
+        web_enabled=False,
+        web_port=pipeline_cfg.web_port,
+        web_host="127.0.0.1",
+    )
+    output = OutputProducer(settings.kafka)
+    pipeline = Pipeline(settings, names, output)
+
+    inputs = app.topic(names.interactions, names.feedback, key_serializer="raw", value_serializer="raw")
+    contributions = app.topic(
+        names.contributions,
+        partitions=partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=True,
+    )
+    records = app.Table("records", key_serializer="raw", value_serializer="raw", partitions=partitions)
+    windows = app.Table("windows", key_serializer="raw", value_serializer="raw", partitions=partitions)
+    pipeline.records_changelog = records.changelog_topic.get_topic_name()
+    pipeline.windows_changelog = windows.changelog_topic.get_topic_name()
+    batch, within = pipeline_cfg.batch_max_events, pipeline_cfg.batch_within_s
+
+    def wire() -> None:
+        # Faust builds its consumer and table stores when the worker starts; hook in then.
+        if pipeline.highwater is not None:
+            return
+        pipeline.records_store = records.data
+        pipeline.windows_store = windows.data
+        consumer = app.consumer
+        pipeline.highwater = consumer.highwater
+        if isinstance(consumer, FastConsumer):
+            consumer.before_commit = output.flush
+
+    @app.agent(inputs, name="process_events")
+    async def process_events(stream: Any) -> None:
+        wire()
+        async for events in stream.take_events(batch, within=within):
+            await pipeline.process_events(events)
+
+    @app.agent(contributions, name="aggregate_windows")
+    async def aggregate_windows(stream: Any) -> None:
+        wire()
+        async for events in stream.take_events(batch, within=within):
+            await pipeline.process_contributions(events)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # mode's timer decorator is untyped
+    async def idle_watermarks() -> None:
+        await pipeline.tick()
+
+    async def on_revoked(_app: Any, *args: Any, signal: Any, **_: Any) -> None:
+        revoked: set[TP] = args[0]
+        async with pipeline.lock:
+            pipeline.forget(revoked)
+
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))  # mode types the receiver narrowly
+
+    return app, pipeline

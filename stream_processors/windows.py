@@ -1,0 +1,159 @@
+"""Tumbling windows of outcome contributions per (prompt_version, model, input_category).
+
+A window keeps each member interaction's latest contribution (highest version), so amendments
+replace rather than add, and replays change nothing. Its aggregate is recomputed from the members
+whenever they change; the aggregate's version is the sum of the members' versions, which grows
+with every change and is the same for the same final membership.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from stream_processors.state import format_ms
+
+
+def nearest_rank(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank quantile ``q`` of non-empty sorted values: the ceil(q*n)-th smallest."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def aggregate_window(
+    window_start_ms: int, window_ms: int, members: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The ``PromptVersionMetrics`` of one window from its members' contributions (JSON-ready)."""
+    rows = list(members)
+    if not rows:
+        raise ValueError("a window aggregate needs at least one member")
+    first = rows[0]
+
+    def count(flag: str) -> int:
+        return sum(1 for r in rows if r[flag])
+
+    edit_distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
+    norms = [r["edit_distance_norm"] for r in rows if r["edit_distance_norm"] is not None]
+    ttfc = [r["time_to_first_correction_ms"] for r in rows if r["time_to_first_correction_ms"] is not None]
+    latencies = sorted(r["response_time_ms"] for r in rows)
+    return {
+        "schema_version": 1,
+        "window_start": format_ms(window_start_ms),
+        "window_end": format_ms(window_start_ms + window_ms),
+        "prompt_version": first["prompt_version"],
+        "model": first["model"],
+        "input_category": first["input_category"],
+        "version": sum(r["version"] for r in rows),
+        "interactions": len(rows),
+        "regenerations": count("regenerated"),
+        "edits": count("edited"),
+        "corrections": count("corrected"),
+        "thumbs_up": count("thumbs_up"),
+        "thumbs_down": count("thumbs_down"),
+        "rephrases": count("rephrased"),
+        "clarifying_followups": count("clarifying_followup"),
+        "abandons": count("abandoned"),
+        "short_dwells": count("short_dwell"),
+        "completions_without_edit": count("completed_without_edit"),
+        "distinct_users": len({r["user_id"] for r in rows}),
+        "edit_distance_sum": sum(edit_distances),
+        "edit_distance_mean": _mean(edit_distances),
+        "edit_distance_norm_mean": _mean(norms),
+        "time_to_first_correction_mean_ms": _mean(ttfc),
+        "response_time_mean_ms": sum(latencies) / len(latencies),
+        "response_time_p95_ms": nearest_rank(latencies, 0.95),
+    }
+
+
+class WindowState:
+    """The open windows of one partition of the contributions topic."""
+
+    def __init__(self, partition: int, window_ms: int, retention_ms: int) -> None:
+        self.partition = partition
+        self.window_ms = window_ms
+        self.retention_ms = retention_ms
+        self.windows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.latest_start_ms = 0
+        self.late_dropped = 0
+        self._changed_windows: set[str] = set()
+        self._changed_members: set[tuple[str, str]] = set()
+        self._deleted_members: set[tuple[str, str]] = set()
+
+    @staticmethod
+    def member_key(window: str, interaction_id: str) -> str:
+        """Changelog key of one member of one window."""
+        return f"{window}#{interaction_id}"
+
+    @classmethod
+    def restore(
+        cls, partition: int, window_ms: int, retention_ms: int, members: Iterable[tuple[str, bytes]]
+    ) -> WindowState:
+        """Rebuild from changelog entries; entries of other partitions are skipped."""
+        state = cls(partition, window_ms, retention_ms)
+        for key, data in members:
+            raw = orjson.loads(data)
+            if raw["p"] != partition:
+                continue
+            window, interaction_id = key.rsplit("#", 1)
+            state.windows.setdefault(window, {})[interaction_id] = raw["c"]
+            state.latest_start_ms = max(state.latest_start_ms, raw["c"]["window_start_ms"])
+        return state
+
+    def apply(self, window: str, contribution: dict[str, Any]) -> None:
+        """Take in one contribution; a lower or equal version than the member's is ignored."""
+        start = contribution["window_start_ms"]
+        if start + self.retention_ms < self.latest_start_ms:
+            # Beyond the horizon the window's members are gone; updating it would publish a
+            # partial aggregate. The outcome itself is still amended in interaction_outcomes.
+            self.late_dropped += 1
+            return
+        members = self.windows.setdefault(window, {})
+        current = members.get(contribution["interaction_id"])
+        if current is not None and current["version"] >= contribution["version"]:
+            return
+        members[contribution["interaction_id"]] = contribution
+        self.latest_start_ms = max(self.latest_start_ms, start)
+        self._changed_windows.add(window)
+        member = (window, contribution["interaction_id"])
+        self._changed_members.add(member)
+        self._deleted_members.discard(member)
+
+    def emissions(self) -> list[tuple[str, dict[str, Any]]]:
+        """The aggregate of every window changed since the last call, keyed by window."""
+        out = []
+        for window in sorted(self._changed_windows):
+            members = self.windows[window]
+            start = next(iter(members.values()))["window_start_ms"]
+            out.append((window, aggregate_window(start, self.window_ms, members.values())))
+        self._changed_windows = set()
+        return out
+
+    def expire(self) -> None:
+        """Forget windows older than the retention horizon."""
+        horizon = self.latest_start_ms - self.retention_ms
+        for window in [
+            w for w, m in self.windows.items() if next(iter(m.values()))["window_start_ms"] < horizon
+        ]:
+            for interaction_id in self.windows.pop(window):
+                member = (window, interaction_id)
+                self._changed_members.discard(member)
+                self._deleted_members.add(member)
+            self._changed_windows.discard(window)
+
+    def take_changes(self) -> tuple[dict[str, bytes], set[str]]:
+        """Changelog upserts and deletions since the last call."""
+        upserts = {
+            self.member_key(w, i): orjson.dumps({"p": self.partition, "c": self.windows[w][i]})
+            for w, i in self._changed_members
+            if w in self.windows and i in self.windows[w]
+        }
+        deleted = {self.member_key(w, i) for w, i in self._deleted_members}
+        self._changed_members = set()
+        self._deleted_members = set()
+        return upserts, deleted
