@@ -7,6 +7,8 @@ SIGINT/SIGTERM stop both gracefully: outputs are flushed, rows inserted, offsets
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -59,11 +61,20 @@ def run_sink(settings: Settings) -> int:
     return 0
 
 
+def _terminate_with_parent() -> None:
+    # If this worker dies without cleaning up (SIGKILL, OOM), the sink gets SIGTERM from the kernel
+    # and shuts down gracefully instead of holding the chdb directory as an orphan.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run_all(settings: Settings, loglevel: str = "info") -> int:
     """Sink in a child process, processors here; when either stops, stop the other."""
     child = subprocess.Popen(
         [sys.executable, "-m", "feedbackloop.cli", "worker", "--stage", "sink", "--loglevel", loglevel],
         env=os.environ.copy(),
+        preexec_fn=_terminate_with_parent,
     )
     child_failed = threading.Event()
 

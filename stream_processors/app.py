@@ -104,7 +104,7 @@ class Pipeline:
         self.windows_changelog = ""
         self.records_store: Any = None
         self.windows_store: Any = None
-        self.highwater: Any = None
+        self.consumer: Any = None
         self.window_ms = self.pipeline.metrics_window_s * 1000
         self.invalid = 0
 
@@ -116,9 +116,11 @@ class Pipeline:
             state = PartitionState.restore(partition, self.pipeline, self._recovered(self.records_store))
             self._release(self.records_store, state.records)
             self.partitions[partition] = state
-            self.watermarks[partition] = Watermark(
+            watermark = Watermark(
                 int(self.pipeline.allowed_lateness_s * 1000), int(self.pipeline.idle_advance_s * 1000)
             )
+            watermark.register(self.names.interactions, self.names.feedback)
+            self.watermarks[partition] = watermark
             log.info("partition %d: restored %d records", partition, len(state.records))
         return state
 
@@ -184,6 +186,9 @@ class Pipeline:
                 self.read_offsets[(message.topic, partition)] = message.offset
                 out.extend(self._apply(state, message, now_ms))
             for partition in touched:
+                watermark = self.watermarks[partition]
+                for topic in (self.names.interactions, self.names.feedback):
+                    watermark.set_caught_up(topic, self._read_to_end(TP(topic, partition)) is True)
                 out.extend(self._advance(partition, now_ms))
             await self._emit_and_persist(out, touched)
 
@@ -228,23 +233,48 @@ class Pipeline:
         return [r for r in results if isinstance(r, Emit)]
 
     def _advance(self, partition: int, now_ms: int) -> list[Emit | LostEvent]:
-        watermark = self.watermarks[partition]
-        for topic in (self.names.interactions, self.names.feedback):
-            read = self.read_offsets.get((topic, partition))
-            if read is None:
-                continue  # nothing read from it: it does not hold time back
-            high = self.highwater(TP(topic, partition)) if self.highwater else None
-            watermark.set_caught_up(topic, high is None or read + 1 >= high)
-        return self.partitions[partition].advance(watermark.advance(now_ms))
+        return self.partitions[partition].advance(self.watermarks[partition].advance(now_ms))
+
+    def _read_to_end(self, tp: TP) -> bool | None:
+        """Whether everything the broker has of ``tp`` went through this pipeline (None: unknown)."""
+        consumer = self.consumer
+        if consumer is None:
+            return None
+        try:
+            high = consumer.highwater(tp)
+        except AssertionError:  # not assigned (a rebalance is under way)
+            return False
+        if high is None:
+            return False  # no fetch response yet: nothing is known about its end
+        handed = consumer._read_offset.get(tp)  # last offset the fetcher handed to the streams
+        processed = self.read_offsets.get((tp.topic, tp.partition))
+        if handed is None:
+            return None if high > 0 else True
+        return bool(processed == handed and handed + 1 >= high)
+
+    async def _position_at_end(self, tp: TP) -> bool:
+        try:
+            position = await self.consumer.position(tp)
+            high = self.consumer.highwater(tp)
+        except AssertionError:
+            return False
+        return position is not None and high is not None and position >= high
 
     async def tick(self) -> None:
         """Let quiet partitions' watermarks follow the wall clock (settles the last interactions)."""
-        if not self.partitions:
+        if not self.partitions or self.consumer is None:
             return
         async with self.lock:
             now_ms = int(time.time() * 1000)
             out: list[Emit | LostEvent] = []
             for partition in list(self.partitions):
+                watermark = self.watermarks[partition]
+                for topic in (self.names.interactions, self.names.feedback):
+                    tp = TP(topic, partition)
+                    done = self._read_to_end(tp)
+                    if done is None:  # nothing handed over in this run: ask where the consumer stands
+                        done = await self._position_at_end(tp)
+                    watermark.set_caught_up(topic, done)
                 out.extend(self._advance(partition, now_ms))
             await self._emit_and_persist(out, set(self.partitions))
 
@@ -378,20 +408,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         value_serializer="raw",
         internal=True,
     )
-    records = app.Table("records", key_serializer="raw", value_serializer="raw", partitions=partitions)
-    windows = app.Table("windows", key_serializer="raw", value_serializer="raw", partitions=partitions)
+    records = app.Table("records", key_type=bytes, value_type=bytes, partitions=partitions)
+    windows = app.Table("windows", key_type=bytes, value_type=bytes, partitions=partitions)
     pipeline.records_changelog = records.changelog_topic.get_topic_name()
     pipeline.windows_changelog = windows.changelog_topic.get_topic_name()
     batch, within = pipeline_cfg.batch_max_events, pipeline_cfg.batch_within_s
 
     def wire() -> None:
         # Faust builds its consumer and table stores when the worker starts; hook in then.
-        if pipeline.highwater is not None:
+        if pipeline.consumer is not None:
             return
         pipeline.records_store = records.data
         pipeline.windows_store = windows.data
         consumer = app.consumer
-        pipeline.highwater = consumer.highwater
+        pipeline.consumer = consumer
         if isinstance(consumer, FastConsumer):
             consumer.before_commit = output.flush
 

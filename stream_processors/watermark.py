@@ -4,9 +4,11 @@ The watermark is how far event time has certainly progressed: an interaction set
 watermark passes its end of observation. Each input topic of the partition reports the largest
 event time read from it; the partition's watermark is the smallest of those over the inputs
 that still have unread messages (an input that is read to its end cannot hold time back), minus
-the allowed out-of-orderness. When every input has been read to its end and nothing new came
-for ``idle_advance_ms`` of wall-clock time, the watermark follows the wall clock instead, so the
-last interactions of a quiet partition settle without waiting for new traffic.
+the allowed out-of-orderness. When every input is known to be read to its end (the caller checks
+positions against the broker's high watermarks) and nothing new came for ``idle_advance_ms`` of
+wall-clock time, the watermark follows the wall clock instead, so the last interactions of a
+quiet partition settle without waiting for new traffic. That assumes live traffic, whose event
+times follow the wall clock; for a backfill of old events, raise ``idle_advance_s``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 @dataclass
 class _Input:
     max_event_ms: int | None = None
-    caught_up: bool = True
+    caught_up: bool = False
 
 
 @dataclass
@@ -29,6 +31,11 @@ class Watermark:
     value_ms: int = 0
     _inputs: dict[str, _Input] = field(default_factory=dict)
     _last_input_wall_ms: int = 0
+
+    def register(self, *topics: str) -> None:
+        """Name the partition's inputs; each holds time back until it is known to be read to its end."""
+        for topic in topics:
+            self._inputs.setdefault(topic, _Input())
 
     def observe(self, topic: str, event_ms: int, wall_ms: int) -> None:
         """An event of ``topic`` with event time ``event_ms`` was read at ``wall_ms``."""
@@ -51,7 +58,8 @@ class Watermark:
         else:
             highest = [s.max_event_ms for s in seen if s.max_event_ms is not None]
             candidate = max(highest) - self.allowed_lateness_ms if highest else None
-            if wall_ms - self._last_input_wall_ms >= self.idle_advance_ms:
+            all_read = all(s.caught_up for s in self._inputs.values())
+            if all_read and wall_ms - self._last_input_wall_ms >= self.idle_advance_ms:
                 wall_candidate = wall_ms - self.allowed_lateness_ms
                 candidate = wall_candidate if candidate is None else max(candidate, wall_candidate)
         if candidate is not None and candidate > self.value_ms:
