@@ -1,0 +1,176 @@
+"""Producer SDK benchmark: events/s, and how long a ``record_*`` call holds the caller's thread.
+
+The workload alternates ``record_interaction`` and ``record_copy`` in a tight loop (the worst
+case for the caller: the sender thread competes with it for the GIL all the time). Three runs:
+
+* ``validation_only``: the same loop building the contract's pydantic models and nothing else.
+  It is the floor: what validation at the call site costs on this machine, at this moment.
+* ``broker_down``: the SDK points at a closed port on 127.0.0.1, so every event goes through the
+  buffer into the on-disk spool. The 50 µs p99 budget is about this run.
+* ``broker_up``: the configured broker, on topics of the run's own namespace (deleted after).
+
+``sdk_events_per_s`` counts until the SDK finished the work (acknowledged, or written to the
+spool); ``caller_events_per_s`` only the loop. Run ``python bench/bench_producer.py [events]``;
+it prints JSON. ``run(settings)`` returns the same dict.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from feedbackloop.kafka_io import delete_topics, ensure_topics
+from feedbackloop.settings import KafkaSettings, ProducerSettings, Settings
+from producers import FeedbackClient, InteractionLike
+from producers.wire import new_id
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
+
+PROMPT = "Summarise the attached meeting notes in three bullet points."
+RESPONSE = "- Budget approved\n- Launch moved to May\n- Hiring freeze lifted " * 3
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _workload(
+    interaction: Callable[[int], InteractionLike], copy: Callable[[InteractionLike], object], events: int
+) -> tuple[list[int], float]:
+    """Durations (ns) of every call, and the loop's wall time (s)."""
+    durations: list[int] = []
+    perf = time.perf_counter_ns
+    started = time.perf_counter()
+    for i in range(events // 2):
+        t0 = perf()
+        event = interaction(i)
+        t1 = perf()
+        copy(event)
+        t2 = perf()
+        durations += (t1 - t0, t2 - t1)
+    return durations, time.perf_counter() - started
+
+
+def _figures(durations: list[int], loop_s: float, events: int) -> dict[str, Any]:
+    ordered = sorted(durations)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0, 1)
+
+    return {
+        "events": events,
+        "caller_events_per_s": round(events / loop_s),
+        "call_p50_us": pct(0.50),
+        "call_p99_us": pct(0.99),
+        "call_p999_us": pct(0.999),
+        "call_mean_us": round(statistics.fmean(ordered) / 1000, 1),
+    }
+
+
+def _validation_only(events: int) -> dict[str, Any]:
+    def interaction(i: int) -> InteractionEvent:
+        return InteractionEvent(
+            event_id=new_id(),
+            interaction_id=new_id(),
+            user_id=f"user-{i % 1000}",
+            session_id=f"session-{i % 200}",
+            created_at=datetime.now(UTC),
+            prompt=PROMPT,
+            response=RESPONSE,
+            prompt_version="v1.2",
+            model="gpt-4o-mini",
+            response_time_ms=850,
+            metadata={},
+        )
+
+    def copy(event: InteractionLike) -> FeedbackEvent:
+        return FeedbackEvent(
+            event_id=new_id(),
+            interaction_id=event.interaction_id,
+            user_id=event.user_id,
+            session_id=event.session_id,
+            created_at=datetime.now(UTC),
+            feedback_type=FeedbackType.COPY,
+            copied_chars=42,
+        )
+
+    _workload(interaction, copy, 1000)  # warm-up
+    return _figures(*_workload(interaction, copy, events), events)
+
+
+def _sdk(kafka: KafkaSettings, producer: ProducerSettings, events: int, broker_up: bool) -> dict[str, Any]:
+    with FeedbackClient(kafka, producer) as client:
+
+        def interaction(i: int) -> InteractionEvent:
+            return client.record_interaction(
+                user_id=f"user-{i % 1000}",
+                session_id=f"session-{i % 200}",
+                prompt=PROMPT,
+                response=RESPONSE,
+                prompt_version="v1.2",
+                model="gpt-4o-mini",
+                response_time_ms=850,
+            )
+
+        def copy(event: InteractionLike) -> FeedbackEvent:
+            return client.record_copy(event, 42)
+
+        _workload(interaction, copy, 1000)  # warm-up: first segment, librdkafka connect
+        client.flush(30 if broker_up else 0.5)
+        base = client.metrics()
+        started = time.perf_counter()
+        durations, loop_s = _workload(interaction, copy, events)
+        if broker_up:
+            client.flush(300)
+        else:
+            # No broker: the work is done once the sender has written every event to the spool.
+            deadline = time.monotonic() + 300
+            while client.metrics()["spooled"] - base["spooled"] < events and time.monotonic() < deadline:
+                time.sleep(0.002)
+        done_s = time.perf_counter() - started
+        final = client.metrics()
+    return {
+        **_figures(durations, loop_s, events),
+        "sdk_events_per_s": round(events / done_s),
+        "sent": final["sent"] - base["sent"],
+        "spooled": final["spooled"] - base["spooled"],
+        "dropped": final["dropped"],
+    }
+
+
+def run(settings: Settings, events: int = 20_000) -> dict[str, Any]:
+    """Benchmark validation alone, the SDK with the broker down (closed port) and up (``settings.kafka``)."""
+    results: dict[str, Any] = {"validation_only": _validation_only(events)}
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp:
+        producer = settings.producer.model_copy(update={"close_timeout_s": 1.0})
+        down = settings.kafka.model_copy(
+            update={"bootstrap_servers": f"127.0.0.1:{_closed_port()}", "topic_namespace": "bench-down"}
+        )
+        results["broker_down"] = _sdk(
+            down, producer.model_copy(update={"spool_dir": Path(tmp) / "down"}), events, broker_up=False
+        )
+        up = settings.kafka.model_copy(update={"topic_namespace": f"bench{uuid.uuid4().hex[:8]}"})
+        names = [topics.topic_name(t, up.topic_namespace) for t in (topics.INTERACTIONS, topics.FEEDBACK)]
+        ensure_topics(up, names)
+        try:
+            results["broker_up"] = _sdk(
+                up, producer.model_copy(update={"spool_dir": Path(tmp) / "up"}), events, broker_up=True
+            )
+        finally:
+            delete_topics(up, names)
+    return results
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    print(json.dumps(run(Settings(), count), indent=2))
