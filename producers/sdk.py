@@ -28,11 +28,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from feedbackloop.settings import KafkaSettings, ProducerSettings, Settings
 from producers.assignment import Assignment
-from producers.sender import Mode, Record, Sender
-from producers.wire import event_json, new_id
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
-
-Event = InteractionEvent | FeedbackEvent
+from producers.sender import Event, Item, Mode, Sender
+from producers.wire import new_id
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 
 __all__ = [
     "BufferFullError",
@@ -105,9 +103,7 @@ class FeedbackClient:
 
     def __init__(self, kafka: KafkaSettings, producer: ProducerSettings | None = None) -> None:
         self.settings = producer or ProducerSettings()
-        self._buffer: collections.deque[Record] = collections.deque()
-        self._interactions_topic = topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace)
-        self._feedback_topic = topics.topic_name(topics.FEEDBACK, kafka.topic_namespace)
+        self._buffer: collections.deque[Item] = collections.deque()
         self._buffer_max = self.settings.buffer_max_events
         self._closing = False
         self._closed = False
@@ -354,27 +350,22 @@ class FeedbackClient:
 
     def publish_many(self, events: Sequence[Event]) -> None:
         """Accept all of ``events`` or, when the buffer cannot take them all, none (BufferFullError)."""
-        records = [self._record(event) for event in events]
         with self._accept_lock:
             if self._closing:
                 raise ClientClosedError("this FeedbackClient is closed")
-            if len(self._buffer) + len(records) > self._buffer_max:
-                self._reject(len(records))
-            self._buffer.extend(records)
+            if len(self._buffer) + len(events) > self._buffer_max:
+                self._reject(len(events))
+            self._buffer.extend(events)
         self._sender.notify()
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Accept raw bytes for any topic (tools and tests); no validation."""
         self._append((topic, key, value))
 
-    def _record(self, event: Event) -> Record:
-        topic = self._interactions_topic if isinstance(event, InteractionEvent) else self._feedback_topic
-        return topic, event.session_id.encode(), event_json(event)
-
     def _enqueue(self, event: Event) -> None:
-        self._append(self._record(event))
+        self._append(event)
 
-    def _append(self, item: Record) -> None:
+    def _append(self, item: Item) -> None:
         # The lock (uncontended: ~0.1 µs) makes "closed" final: no event can slip into the
         # buffer after close() has drained it.
         with self._accept_lock:

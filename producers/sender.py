@@ -36,12 +36,17 @@ from feedbackloop.kafka_io import client_config
 from feedbackloop.settings import KafkaSettings, ProducerSettings
 from producers.client import SAFE_PRODUCER_CONFIG
 from producers.spool import Position, encode_record, open_spool
+from producers.wire import event_json
+from schemas import FeedbackEvent, InteractionEvent, topics
 
 log = logging.getLogger("producers.sdk")
 
-#: What callers put in the buffer: (topic, key, value), serialized on the caller's thread so
-#: the sender's per-event work (and its share of the GIL) stays small.
+Event = InteractionEvent | FeedbackEvent
+#: (topic, key, value) as librdkafka and the spool take it.
 Record = tuple[str, bytes | None, bytes]
+#: What callers put in the buffer: a validated event (serialized here, off the caller's thread)
+#: or a raw record.
+Item = Event | Record
 
 _BATCH: Final = 2048  # items per round: bounds the work between two looks at the broker
 _PROBE: Final = 1
@@ -94,11 +99,13 @@ class Sender:
     """Owns the spool, the librdkafka producer and the thread that moves events between them."""
 
     def __init__(
-        self, kafka: KafkaSettings, settings: ProducerSettings, buffer: collections.deque[Record]
+        self, kafka: KafkaSettings, settings: ProducerSettings, buffer: collections.deque[Item]
     ) -> None:
         self.settings = settings
         self._kafka = kafka
         self._buffer = buffer
+        self._interactions_topic = topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace)
+        self._feedback_topic = topics.topic_name(topics.FEEDBACK, kafka.topic_namespace)
         self._spool = open_spool(
             settings.spool_dir,
             max_bytes=settings.spool_max_bytes,
@@ -255,11 +262,18 @@ class Sender:
             self._quiet_round = self._round_no
         return busy, quiet
 
+    def _to_record(self, item: Item) -> Record:
+        if isinstance(item, tuple):
+            return item
+        topic = self._interactions_topic if isinstance(item, InteractionEvent) else self._feedback_topic
+        return topic, item.session_id.encode(), event_json(item)
+
     def _drain_buffer(self) -> bool:
         buffer = self._buffer
-        records = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
-        if not records:
+        items = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
+        if not items:
             return False
+        records = [self._to_record(item) for item in items]
         if self._mode is Mode.SPOOL:
             self._append_to_spool(records)
             return True

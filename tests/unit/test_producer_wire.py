@@ -70,12 +70,14 @@ def test_event_json_is_byte_for_byte_the_contract_json() -> None:
         assert event_json(event) == event.model_dump_json().encode()
 
 
+# Millisecond values only: the events' validator keeps created_at at ms precision, so that is
+# all the serializer ever sees (how sub-ms digits would round is not part of the contract).
 @pytest.mark.parametrize(
     "value",
     [
-        datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC),
         datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=2))),
-        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-11))),
+        datetime(1999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone(timedelta(hours=-11))),
     ],
 )
 def test_format_timestamp_matches_the_contract(value: datetime) -> None:
