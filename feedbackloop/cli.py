@@ -160,6 +160,33 @@ def query_cmd(
     print_rows(columns, rows, output)
 
 
+@app.command("bench")
+def bench_cmd(
+    interactions: Annotated[int, typer.Option(help="Interactions in the generated workload.")] = 40_000,
+) -> None:
+    """Measure the pipeline end to end on the local broker and chdb, and its compute ceiling."""
+    from feedbackloop.bench import run_pipeline_bench
+
+    settings = _settings()
+    try:
+        localstack.up(settings.stack, settings.kafka)
+    except localstack.StackError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    with console.status(f"benchmarking the pipeline with {interactions:,} interactions ..."):
+        figures = run_pipeline_bench(settings, interactions)
+    table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark (1 worker process)")
+    for name, value in figures.items():
+        if name == "latency":
+            for stage, numbers in value.items():
+                table.add_row(
+                    f"publish -> visible, {stage}", f"p50 {numbers['p50_ms']} ms, p99 {numbers['p99_ms']} ms"
+                )
+        else:
+            table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
 def print_rows(columns: list[str], rows: list[list[Any]], output: OutputFormat = OutputFormat.table) -> None:
     """Print query results as a rich table, CSV or JSON lines."""
     if output is OutputFormat.json:

@@ -151,3 +151,13 @@ def group_lag(kafka: KafkaSettings, group_id: str, topic_names: Iterable[str]) -
         return GroupLag(end_offsets=end, committed=committed)
     finally:
         consumer.close()
+
+
+def group_is_stable(kafka: KafkaSettings, group_id: str) -> bool:
+    """Whether a consumer group has members and has finished rebalancing."""
+    admin = AdminClient(client_config(kafka))
+    try:
+        description = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    except KafkaException:
+        return False
+    return bool(description.members) and str(description.state).endswith("STABLE")

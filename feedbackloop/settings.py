@@ -82,8 +82,7 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     app_id: str = Field("feedbackloop", description="Faust app id: consumer group and internal topic prefix.")
-    batch_max_events: int = Field(2000, ge=1)
-    batch_within_s: float = Field(0.05, gt=0)
+    batch_max_events: int = Field(2000, ge=1, description="Most input messages handled in one batch.")
     allowed_lateness_s: float = Field(
         5.0, ge=0, description="Out-of-orderness tolerated before the watermark passes an event."
     )
@@ -106,8 +105,10 @@ class PipelineSettings(BaseModel):
         10.0, ge=6, description="Consumer group session timeout: how soon a dead worker's partitions move."
     )
     fetch_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Per-partition fetch size.")
-    stream_buffer: int = Field(32_768, ge=1, description="Events buffered between fetcher and agent.")
     web_port: int = Field(6066, ge=0)
+    sink_stats_file: Path | None = Field(
+        None, description="Where the sink writes its counters and latency percentiles (JSON), if anywhere."
+    )
     signals: SignalSettings = SignalSettings()
 
 

@@ -154,31 +154,29 @@ def wait_until_drained(
     quiet_s: float = 4.0,
     on_progress: Callable[[int, int, int], None] | None = None,
     alive: Callable[[], bool] | None = None,
-) -> None:
+) -> float:
     """Block until every interaction has an outcome and every stage has committed all it read, with
-    nothing changing for ``quiet_s``. Raises TimeoutError (or RuntimeError if ``alive`` says the
-    workers died)."""
+    nothing changing for ``quiet_s``; return the ``time.monotonic()`` at which that state was first
+    seen. Raises TimeoutError (or RuntimeError if ``alive`` says the workers died)."""
     watch = OutcomeWatch(settings)
     deadline = time.monotonic() + timeout_s
-    stable_since: float | None = None
     last: tuple[int, int, int, int] | None = None
+    first_seen = time.monotonic()
     try:
         while time.monotonic() < deadline:
             if alive is not None and not alive():
                 raise RuntimeError("a worker process exited while the pipeline was still working")
             settled = watch.poll()
             lag_processing, lag_sink = pipeline_lag(settings)
+            seen_at = time.monotonic()
             if on_progress is not None:
                 on_progress(settled, lag_processing, lag_sink)
             state = (settled, lag_processing, lag_sink, sum(watch.versions.values()))
+            if state != last:
+                first_seen, last = seen_at, state
             done = settled >= expected_interactions and lag_processing == 0 and lag_sink == 0
-            if done and state == last:
-                stable_since = stable_since or time.monotonic()
-                if time.monotonic() - stable_since >= quiet_s:
-                    return
-            else:
-                stable_since = None
-            last = state
+            if done and seen_at - first_seen >= quiet_s:
+                return first_seen
             time.sleep(0.5)
     finally:
         watch.close()

@@ -35,8 +35,16 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
     """Run the Faust processors until SIGINT/SIGTERM; return the exit code."""
     import faust
 
-    from stream_processors.app import create_app
+    from feedbackloop.kafka_io import ensure_topics, public_topic_names
+    from stream_processors.app import (
+        TopicNames,
+        create_app,
+    )
 
+    # Subscribing to a topic that does not exist yet makes Faust ignore it for good; create ours first.
+    ensure_topics(
+        settings.kafka, [*public_topic_names(settings.kafka), TopicNames.of(settings).contributions]
+    )
     app, _pipeline = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     try:

@@ -13,6 +13,7 @@ from schemas.events import (
     FeedbackEvent,
     FeedbackType,
     InteractionEvent,
+    format_ms,
     format_timestamp,
     to_epoch_ms,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "InteractionOutcome",
     "MetricContribution",
     "PromptVersionMetrics",
+    "format_ms",
     "format_timestamp",
     "to_epoch_ms",
     "topics",

@@ -7,10 +7,13 @@ here: the sink is a plain consumer loop in a process of its own (one process per
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from pydantic import ValidationError
@@ -40,12 +43,48 @@ def sink_topics(settings: Settings) -> list[str]:
 
 @dataclass
 class SinkStats:
-    """What the sink did so far."""
+    """What the sink did so far, and how long rows took from publish to visible (ms, sampled)."""
 
     consumed: int = 0
     skipped_invalid_input: int = 0
     dead_lettered: int = 0
     inserted: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, list[int]] = field(default_factory=dict)
+    _seen: dict[str, int] = field(default_factory=dict)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def record_latency(self, table: str, samples: list[int], keep: int = 50_000) -> None:
+        """Reservoir-sample publish-to-visible latencies per table."""
+        reservoir = self.latency_ms.setdefault(table, [])
+        seen = self._seen.get(table, 0)
+        for sample in samples:
+            seen += 1
+            if len(reservoir) < keep:
+                reservoir.append(sample)
+            else:
+                slot = self._rng.randrange(seen)
+                if slot < keep:
+                    reservoir[slot] = sample
+        self._seen[table] = seen
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready counters and p50/p99 latency per table."""
+        latency = {}
+        for table, values in self.latency_ms.items():
+            ordered = sorted(values)
+            if ordered:
+                latency[table] = {
+                    "p50_ms": ordered[len(ordered) // 2],
+                    "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+                    "samples": self._seen.get(table, 0),
+                }
+        return {
+            "consumed": self.consumed,
+            "skipped_invalid_input": self.skipped_invalid_input,
+            "dead_lettered": self.dead_lettered,
+            "inserted": self.inserted,
+            "latency": latency,
+        }
 
 
 class ClickHouseSink:
@@ -108,14 +147,21 @@ class ClickHouseSink:
                     self._flush_and_commit()
                     last_flush = now
                 if now - last_log >= 10:
-                    log.info("sink: %s", self.stats)
+                    self._report()
                     last_log = now
         finally:
             self._flush_and_commit()
             self._consumer.close()
             self._producer.close()
-            log.info("sink stopped: %s", self.stats)
+            self._report("sink stopped")
         return self.stats
+
+    def _report(self, what: str = "sink") -> None:
+        summary = self.stats.summary()
+        log.info("%s: %s", what, summary)
+        path = self.settings.pipeline.sink_stats_file
+        if path is not None:
+            path.write_text(json.dumps(summary, indent=2))
 
     def _take(self, message: Message) -> None:
         error = message.error()
@@ -145,8 +191,11 @@ class ClickHouseSink:
 
     def _flush_and_commit(self) -> None:
         for table, writer in self.writers.items():
+            published = [m.timestamp()[1] for m in writer.sources()]
             count = writer.flush()
             self.stats.inserted[table] = self.stats.inserted.get(table, 0) + count
+            visible = int(time.time() * 1000)
+            self.stats.record_latency(table, [visible - t for t in published if t > 0])
         self._producer.flush_blocking(60.0)  # dead letters are durable before their offsets commit
         try:
             self._consumer.commit(asynchronous=False)

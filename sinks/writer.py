@@ -53,6 +53,10 @@ class TableWriter:
     def __len__(self) -> int:
         return len(self._buffer)
 
+    def sources(self) -> list[Any]:
+        """Where the buffered rows came from (in order)."""
+        return [p.source for p in self._buffer]
+
     def flush(self) -> int:
         """Insert everything buffered; return the rows inserted. Refused rows are dead-lettered."""
         batch, self._buffer = self._buffer, []

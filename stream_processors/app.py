@@ -27,13 +27,12 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.types import TP
-from pydantic import ValidationError
 
 from feedbackloop.output_producer import OutputProducer
 from feedbackloop.settings import Settings
-from schemas import DeadLetter, FeedbackEvent, InteractionEvent, format_timestamp, to_epoch_ms, topics
+from schemas import DeadLetter, format_ms, to_epoch_ms, topics
+from stream_processors.decode import InvalidInputError, apply_event, decode_input
 from stream_processors.faust_transport import FastConsumer, FastTransport
-from stream_processors.signals.outcome import Feedback, Interaction
 from stream_processors.state import Emit, LostEvent, PartitionState
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState
@@ -79,14 +78,6 @@ class _App(faust.App):
         return FastTransport(self.conf.broker_consumer, self)
 
 
-def _validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "message"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
 class Pipeline:
     """The processors' state and behaviour, independent of how Faust delivers events."""
 
@@ -106,6 +97,11 @@ class Pipeline:
         self.windows_store: Any = None
         self.consumer: Any = None
         self.window_ms = self.pipeline.metrics_window_s * 1000
+        self._topic_of = {
+            "joined": names.joined,
+            "outcome": names.outcomes,
+            "contribution": names.contributions,
+        }
         self.invalid = 0
 
     # ------------------------------------------------------------ state lifecycle
@@ -114,7 +110,7 @@ class Pipeline:
         state = self.partitions.get(partition)
         if state is None:
             state = PartitionState.restore(partition, self.pipeline, self._recovered(self.records_store))
-            self._release(self.records_store, state.records)
+            self._release(self.records_store, [str(i) for i in state.records])
             self.partitions[partition] = state
             watermark = Watermark(
                 int(self.pipeline.allowed_lateness_s * 1000), int(self.pipeline.idle_advance_s * 1000)
@@ -172,65 +168,61 @@ class Pipeline:
 
     # ------------------------------------------------------------ processing
 
-    async def process_events(self, events: Sequence[Any]) -> None:
-        """One batch of input events: apply, advance time, emit, persist."""
+    async def process_events(self, messages: Sequence[Any]) -> None:
+        """One batch of input messages (Faust messages): apply, advance time, emit, persist."""
         async with self.lock:
             now_ms = int(time.time() * 1000)
             out: list[Emit | LostEvent] = []
+            stamps: dict[int, int] = {}  # id(emit) -> publish time of the message that caused it
             touched: set[int] = set()
-            for event in events:
-                message = event.message
+            for message in messages:
                 partition = message.partition
                 state = self._partition(partition)
                 touched.add(partition)
                 self.read_offsets[(message.topic, partition)] = message.offset
-                out.extend(self._apply(state, message, now_ms))
+                caused = self._apply(state, message, now_ms)
+                if caused and message.timestamp:
+                    stamp = int(message.timestamp * 1000)
+                    stamps.update((id(item), stamp) for item in caused)
+                out.extend(caused)
             for partition in touched:
                 watermark = self.watermarks[partition]
                 for topic in (self.names.interactions, self.names.feedback):
                     watermark.set_caught_up(topic, self._read_to_end(TP(topic, partition)) is True)
                 out.extend(self._advance(partition, now_ms))
-            await self._emit_and_persist(out, touched)
+            await self._emit_and_persist(out, touched, stamps)
 
     def _apply(self, state: PartitionState, message: Any, now_ms: int) -> list[Emit | LostEvent]:
         topic = message.topic
-        is_interaction = topic == self.names.interactions
-        model = InteractionEvent if is_interaction else FeedbackEvent
         try:
-            if message.value is None:
-                raise ValueError("the message has no value (a tombstone is not an event)")
-            event = model.model_validate_json(message.value)
-            key = message.key.decode() if isinstance(message.key, bytes) else message.key
-            if key != event.session_id:
-                raise ValueError(
-                    f"the message key must be the session_id ({event.session_id!r}), got {key!r}: "
-                    "events of one session must share a partition"
-                )
-        except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+            event = decode_input(topic == self.names.interactions, message.key, message.value)
+        except InvalidInputError as exc:
             self.invalid += 1
-            reason = _validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)
-            error = "validation_error" if isinstance(exc, ValidationError) else "invalid_message"
-            self._dead_letter(
-                topic, message.partition, message.offset, message.key, message.value, reason, error
-            )
-            return []
-        self.watermarks[state.partition].observe(topic, to_epoch_ms(event.created_at), now_ms)
-        if isinstance(event, FeedbackEvent):
-            return state.apply_feedback(
-                Feedback.of(event, format_timestamp(event.created_at), message.offset)
-            )
-        results = state.apply_interaction(Interaction.of(event))
-        for lost in [r for r in results if isinstance(r, LostEvent)]:
             self._dead_letter(
                 topic,
                 message.partition,
                 message.offset,
                 message.key,
                 message.value,
-                lost.reason,
-                lost.error_type,
+                exc.reason,
+                exc.error_type,
             )
-        return [r for r in results if isinstance(r, Emit)]
+            return []
+        created_ms = to_epoch_ms(event.created_at)
+        self.watermarks[state.partition].observe(topic, created_ms, now_ms)
+        caused = apply_event(state, event, created_ms, message.offset)
+        for lost in caused:
+            if isinstance(lost, LostEvent):
+                self._dead_letter(
+                    topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    lost.reason,
+                    lost.error_type,
+                )
+        return [item for item in caused if isinstance(item, Emit)]
 
     def _advance(self, partition: int, now_ms: int) -> list[Emit | LostEvent]:
         return self.partitions[partition].advance(self.watermarks[partition].advance(now_ms))
@@ -293,16 +285,18 @@ class Pipeline:
         )
         self.output.produce(self.names.deadletter, key, letter.model_dump_json().encode())
 
-    async def _emit_and_persist(self, out: list[Emit | LostEvent], partitions: Iterable[int]) -> None:
+    async def _emit_and_persist(
+        self, out: list[Emit | LostEvent], partitions: Iterable[int], stamps: dict[int, int] | None = None
+    ) -> None:
         produce = self.output.produce
+        stamps = stamps or {}
+        topic_of = self._topic_of
         for item in out:
             if isinstance(item, Emit):
-                topic = {
-                    "joined": self.names.joined,
-                    "outcome": self.names.outcomes,
-                    "contribution": self.names.contributions,
-                }[item.kind]
-                produce(topic, item.key.encode(), orjson.dumps(item.value))
+                topic = topic_of[item.kind]
+                # A joined feedback keeps its event's publish time, so latency is measurable end to end.
+                value = orjson.dumps(item.value)
+                produce(topic, item.key.encode(), value, timestamp_ms=stamps.get(id(item), 0))
             else:
                 self._lost(item)
         # Outputs first, acknowledged; only then the state that says they were sent.
@@ -312,10 +306,10 @@ class Pipeline:
             if state is None:
                 continue
             upserts, deleted = state.take_changes()
-            for key, value in upserts.items():
-                produce(self.records_changelog, key.encode(), value, partition)
-            for key in deleted:
-                produce(self.records_changelog, key.encode(), None, partition)
+            for interaction_id, value in upserts.items():
+                produce(self.records_changelog, str(interaction_id).encode(), value, partition)
+            for interaction_id in deleted:
+                produce(self.records_changelog, str(interaction_id).encode(), None, partition)
 
     def _lost(self, item: LostEvent) -> None:
         # Only feedback is lost after the fact (its interaction never came); the message is
@@ -330,7 +324,7 @@ class Pipeline:
                 "interaction_id": fb.interaction_id,
                 "user_id": fb.user_id,
                 "session_id": fb.session_id,
-                "created_at": fb.created_at,
+                "created_at": format_ms(fb.created_ms),
                 "feedback_type": fb.feedback_type,
                 "corrected_output": fb.corrected_output,
                 "copied_chars": fb.copied_chars,
@@ -348,12 +342,11 @@ class Pipeline:
             item.error_type,
         )
 
-    async def process_contributions(self, events: Sequence[Any]) -> None:
+    async def process_contributions(self, messages: Sequence[Any]) -> None:
         """One batch of metric contributions: update windows, emit their aggregates, persist."""
         async with self.lock:
             touched: set[int] = set()
-            for event in events:
-                message = event.message
+            for message in messages:
                 state = self._window_state(message.partition)
                 touched.add(message.partition)
                 window = message.key.decode() if isinstance(message.key, bytes) else message.key
@@ -373,7 +366,7 @@ class Pipeline:
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
-    """The Faust app running both processing stages, and the pipeline behind its agents."""
+    """The Faust app running both processing stages, and the pipeline behind its batch agents."""
     pipeline_cfg = settings.pipeline
     names = TopicNames.of(settings)
     partitions = settings.kafka.partitions
@@ -390,7 +383,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         broker_rebalance_timeout=max(30.0, pipeline_cfg.session_timeout_s * 3),
         broker_commit_interval=pipeline_cfg.commit_interval_s,
         consumer_max_fetch_size=pipeline_cfg.fetch_max_bytes,
-        stream_buffer_maxsize=pipeline_cfg.stream_buffer,
         table_standby_replicas=pipeline_cfg.standby_replicas,
         producer_acks=-1,
         web_enabled=False,
@@ -400,42 +392,35 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     output = OutputProducer(settings.kafka)
     pipeline = Pipeline(settings, names, output)
 
-    inputs = app.topic(names.interactions, names.feedback, key_serializer="raw", value_serializer="raw")
-    contributions = app.topic(
-        names.contributions,
-        partitions=partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=True,
+    # The topics are registered with Faust (subscription, co-partitioned assignment, commits) and
+    # consumed by batch agents (see stream_processors.faust_transport for why).
+    for name in (names.interactions, names.feedback):
+        app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
+    app.topics.add(
+        app.topic(
+            names.contributions,
+            partitions=partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+        )
     )
     records = app.Table("records", key_type=bytes, value_type=bytes, partitions=partitions)
     windows = app.Table("windows", key_type=bytes, value_type=bytes, partitions=partitions)
     pipeline.records_changelog = records.changelog_topic.get_topic_name()
     pipeline.windows_changelog = windows.changelog_topic.get_topic_name()
-    batch, within = pipeline_cfg.batch_max_events, pipeline_cfg.batch_within_s
-
-    def wire() -> None:
-        # Faust builds its consumer and table stores when the worker starts; hook in then.
-        if pipeline.consumer is not None:
-            return
-        pipeline.records_store = records.data
-        pipeline.windows_store = windows.data
-        consumer = app.consumer
-        pipeline.consumer = consumer
-        if isinstance(consumer, FastConsumer):
-            consumer.before_commit = output.flush
-
-    @app.agent(inputs, name="process_events")
-    async def process_events(stream: Any) -> None:
-        wire()
-        async for events in stream.take_events(batch, within=within):
-            await pipeline.process_events(events)
-
-    @app.agent(contributions, name="aggregate_windows")
-    async def aggregate_windows(stream: Any) -> None:
-        wire()
-        async for events in stream.take_events(batch, within=within):
-            await pipeline.process_contributions(events)
+    pipeline.records_store = records.data
+    pipeline.windows_store = windows.data
+    consumer = app.consumer
+    pipeline.consumer = consumer
+    if isinstance(consumer, FastConsumer):
+        consumer.before_commit = output.flush
+        consumer.batch_max = pipeline_cfg.batch_max_events
+        consumer.batch_handlers = {
+            names.interactions: pipeline.process_events,
+            names.feedback: pipeline.process_events,
+            names.contributions: pipeline.process_contributions,
+        }
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # mode's timer decorator is untyped
     async def idle_watermarks() -> None:

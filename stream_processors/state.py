@@ -17,12 +17,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
+from uuid import UUID
 
 import orjson
 
 from feedbackloop.settings import PipelineSettings
+from schemas import format_ms
 from stream_processors.signals.outcome import (
     EDIT,
     Feedback,
@@ -33,12 +34,6 @@ from stream_processors.signals.outcome import (
 )
 
 EmitKind = Literal["joined", "outcome", "contribution", "deadletter"]
-
-
-def format_ms(epoch_ms: int) -> str:
-    """RFC 3339 UTC text with milliseconds of an epoch-milliseconds time."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +60,12 @@ class LostEvent:
 class Record:
     """Everything known about one interaction id."""
 
-    interaction_id: str
+    interaction_id: UUID
     session_id: str
     first_seen_ms: int
     interaction: Interaction | None = None
-    feedback: dict[str, Feedback] = field(default_factory=dict)
-    regenerated_by: dict[str, int] = field(default_factory=dict)
+    feedback: dict[UUID, Feedback] = field(default_factory=dict)
+    regenerated_by: dict[UUID, int] = field(default_factory=dict)
     settled: bool = False
     emitted_version: int = 0
 
@@ -90,11 +85,12 @@ class Record:
                 "r": self.regenerated_by,
                 "settled": self.settled,
                 "v": self.emitted_version,
-            }
+            },
+            option=orjson.OPT_NON_STR_KEYS,
         )
 
     @classmethod
-    def decode(cls, interaction_id: str, data: bytes) -> tuple[int, Record]:
+    def decode(cls, interaction_id: UUID, data: bytes) -> tuple[int, Record]:
         """Inverse of :meth:`encode`: the partition and the record."""
         raw = orjson.loads(data)
         feedback = [Feedback.from_state(f) for f in raw["f"]]
@@ -104,7 +100,7 @@ class Record:
             first_seen_ms=raw["t0"],
             interaction=Interaction.from_state(raw["i"]) if raw["i"] is not None else None,
             feedback={f.event_id: f for f in feedback},
-            regenerated_by=dict(raw["r"]),
+            regenerated_by={UUID(child): at for child, at in raw["r"].items()},
             settled=raw["settled"],
             emitted_version=raw["v"],
         )
@@ -137,15 +133,15 @@ class PartitionState:
         )
         self.expire_after_ms = self.settle_delay_ms + int(pipeline.retention_s * 1000)
         self.link_window_ms = int(max(self.rules.rephrase_window_s, self.rules.followup_window_s) * 1000)
-        self.records: dict[str, Record] = {}
-        self.sessions: dict[str, dict[str, Interaction]] = {}
+        self.records: dict[UUID, Record] = {}
+        self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
         self.counters = Counters()
-        self._settle_heap: list[tuple[int, str]] = []
-        self._expire_heap: list[tuple[int, str]] = []
-        self._changed: set[str] = set()
-        self._deleted: set[str] = set()
-        self._to_amend: set[str] = set()
+        self._settle_heap: list[tuple[int, UUID]] = []
+        self._expire_heap: list[tuple[int, UUID]] = []
+        self._changed: set[UUID] = set()
+        self._deleted: set[UUID] = set()
+        self._to_amend: set[UUID] = set()
 
     # ----------------------------------------------------------------- restore
 
@@ -155,7 +151,8 @@ class PartitionState:
     ) -> PartitionState:
         """Rebuild the state of ``partition`` from its changelog records (others are skipped)."""
         state = cls(partition, pipeline)
-        for interaction_id, data in records:
+        for key, data in records:
+            interaction_id = UUID(key)
             owner, record = Record.decode(interaction_id, data)
             if owner != partition:
                 continue
@@ -273,7 +270,7 @@ class PartitionState:
                 "interaction_id": feedback.interaction_id,
                 "user_id": feedback.user_id,
                 "session_id": feedback.session_id,
-                "created_at": feedback.created_at,
+                "created_at": format_ms(feedback.created_ms),
                 "feedback_type": feedback.feedback_type,
                 "corrected_output": feedback.corrected_output,
                 "copied_chars": feedback.copied_chars,
@@ -387,7 +384,7 @@ class PartitionState:
 
     # ----------------------------------------------------------------- changes
 
-    def take_changes(self) -> tuple[dict[str, bytes], set[str]]:
+    def take_changes(self) -> tuple[dict[UUID, bytes], set[UUID]]:
         """Records to write to the changelog (encoded) and ids to delete; resets the change set."""
         upserts = {i: self.records[i].encode(self.partition) for i in self._changed if i in self.records}
         deleted = self._deleted

@@ -51,10 +51,12 @@ class Watermark:
     def advance(self, wall_ms: int) -> int:
         """Recompute and return the watermark; it never goes back."""
         seen = [s for s in self._inputs.values() if s.max_event_ms is not None]
-        behind = [s.max_event_ms for s in seen if not s.caught_up and s.max_event_ms is not None]
+        behind = [s.max_event_ms for s in self._inputs.values() if not s.caught_up]
         candidate: int | None
-        if behind:
-            candidate = min(behind) - self.allowed_lateness_ms
+        if None in behind:
+            candidate = None  # an input with unread messages we know nothing about holds time still
+        elif behind:
+            candidate = min(m for m in behind if m is not None) - self.allowed_lateness_ms
         else:
             highest = [s.max_event_ms for s in seen if s.max_event_ms is not None]
             candidate = max(highest) - self.allowed_lateness_ms if highest else None

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from stream_processors.state import format_ms
+from schemas import format_ms
 
 
 def nearest_rank(sorted_values: list[int], q: float) -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from feedbackloop.settings import SignalSettings
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent, to_epoch_ms
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 from stream_processors.signals.distance import EditMeasures, measure_edit
 from stream_processors.signals.intent import is_clarifying_followup, is_rephrase
 
@@ -35,8 +36,8 @@ POSITIVE = frozenset({COPY, ACCEPT, EDIT, THUMBS_UP})
 class Interaction:
     """The facts of one interaction event that outcomes need."""
 
-    interaction_id: str
-    event_id: str
+    interaction_id: UUID
+    event_id: UUID
     user_id: str
     session_id: str
     created_ms: int
@@ -45,33 +46,33 @@ class Interaction:
     model: str
     response: str
     response_time_ms: int
-    regenerated_from: str | None
+    regenerated_from: UUID | None
     input_category: str | None
     experiment_id: str | None
     variant: str | None
 
     @classmethod
-    def of(cls, event: InteractionEvent) -> Interaction:
-        """The facts of a validated interaction event."""
+    def of(cls, event: InteractionEvent, created_ms: int) -> Interaction:
+        """The facts of a validated interaction event (``created_ms``: its ``created_at`` in epoch ms)."""
         return cls(
-            str(event.interaction_id),
-            str(event.event_id),
+            event.interaction_id,
+            event.event_id,
             event.user_id,
             event.session_id,
-            to_epoch_ms(event.created_at),
+            created_ms,
             event.prompt,
             event.prompt_version,
             event.model,
             event.response,
             event.response_time_ms,
-            str(event.regenerated_from) if event.regenerated_from else None,
+            event.regenerated_from,
             event.input_category,
             event.experiment_id,
             event.variant,
         )
 
     def to_state(self) -> list[Any]:
-        """Compact, JSON-ready form for the state changelog."""
+        """Compact form for the state changelog (orjson writes the UUIDs)."""
         return [
             self.interaction_id,
             self.event_id,
@@ -92,19 +93,21 @@ class Interaction:
     @classmethod
     def from_state(cls, data: Sequence[Any]) -> Interaction:
         """Inverse of :meth:`to_state`."""
-        return cls(*data)
+        fields = list(data)
+        fields[0], fields[1] = UUID(fields[0]), UUID(fields[1])
+        fields[10] = UUID(fields[10]) if fields[10] else None
+        return cls(*fields)
 
 
 @dataclass(slots=True)
 class Feedback:
     """One feedback event, kept whole until it has been joined and the interaction has expired."""
 
-    event_id: str
-    interaction_id: str
+    event_id: UUID
+    interaction_id: UUID
     user_id: str
     session_id: str
     created_ms: int
-    created_at: str
     feedback_type: str
     corrected_output: str | None
     copied_chars: int | None
@@ -116,15 +119,14 @@ class Feedback:
     measures: EditMeasures | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, event: FeedbackEvent, created_at: str, offset: int = -1) -> Feedback:
-        """The facts of a validated feedback event; ``created_at`` is its RFC 3339 text."""
+    def of(cls, event: FeedbackEvent, created_ms: int, offset: int = -1) -> Feedback:
+        """The facts of a validated feedback event (``created_ms``: its ``created_at`` in epoch ms)."""
         return cls(
-            str(event.event_id),
-            str(event.interaction_id),
+            event.event_id,
+            event.interaction_id,
             event.user_id,
             event.session_id,
-            to_epoch_ms(event.created_at),
-            created_at,
+            created_ms,
             event.feedback_type.value,
             event.corrected_output,
             event.copied_chars,
@@ -134,14 +136,13 @@ class Feedback:
         )
 
     def to_state(self) -> list[Any]:
-        """Compact, JSON-ready form for the state changelog."""
+        """Compact form for the state changelog (orjson writes the UUIDs)."""
         return [
             self.event_id,
             self.interaction_id,
             self.user_id,
             self.session_id,
             self.created_ms,
-            self.created_at,
             self.feedback_type,
             self.corrected_output,
             self.copied_chars,
@@ -153,7 +154,9 @@ class Feedback:
     @classmethod
     def from_state(cls, data: Sequence[Any]) -> Feedback:
         """Inverse of :meth:`to_state`."""
-        return cls(*data)
+        fields = list(data)
+        fields[0], fields[1] = UUID(fields[0]), UUID(fields[1])
+        return cls(*fields)
 
     def edit_measures(self, response: str, rules: SignalSettings) -> EditMeasures:
         """Distances of this edit against ``response`` (computed once)."""
@@ -165,7 +168,7 @@ class Feedback:
         return self.measures
 
 
-def order_key(interaction: Interaction) -> tuple[int, str]:
+def order_key(interaction: Interaction) -> tuple[int, UUID]:
     """Total order of interactions in a session: by time, ties broken by id."""
     return interaction.created_ms, interaction.interaction_id
 
@@ -187,7 +190,7 @@ def next_candidates(
 
 
 def outcome_version(
-    feedback: Mapping[str, Feedback], regenerated_by: Mapping[str, int], candidates: Sequence[Interaction]
+    feedback: Mapping[UUID, Feedback], regenerated_by: Mapping[UUID, int], candidates: Sequence[Interaction]
 ) -> int:
     """How many distinct input events inform the outcome: the interaction itself, its feedback, the
     interactions that regenerated it and the candidates for its next interaction. It only grows as
@@ -199,13 +202,13 @@ def outcome_version(
 
 def compute_outcome(
     interaction: Interaction,
-    feedback: Mapping[str, Feedback],
-    regenerated_by: Mapping[str, int],
+    feedback: Mapping[UUID, Feedback],
+    regenerated_by: Mapping[UUID, int],
     candidates: Sequence[Interaction],
     rules: SignalSettings,
 ) -> dict[str, Any]:
-    """The outcome fields of ``interaction`` (see the README's contract), as a JSON-ready dict
-    without the envelope fields (``version``, ``settled_at``, ``amended``)."""
+    """The outcome fields of ``interaction`` (see the README's contract), as a dict ready for orjson
+    (ids are UUIDs) without the envelope fields (``version``, ``settled_at``, ``amended``)."""
     x = interaction
     t0 = x.created_ms
     abandon_ms = int(rules.abandon_window_s * 1000)
