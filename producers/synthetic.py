@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from producers.assignment import Experiment
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 
 NextKind = Literal["regeneration", "rephrase", "followup", "new", "none"]
@@ -64,6 +65,10 @@ class WorkloadSpec:
     malformed: int = 3
     models: tuple[str, ...] = ("gpt-4o-mini",)
     now: datetime | None = None
+    #: When set, users are assigned to the profiles' versions by this experiment's consistent hash
+    #: (weights per version, e.g. {"v1.0": 80, "v1.1": 20}) and events carry experiment_id/variant.
+    experiment_id: str | None = None
+    split: dict[str, int] | None = None
 
 
 @dataclass
@@ -207,10 +212,14 @@ class _Builder:
         self.end = now - spec.end_before
         self.start = self.end - spec.span
         versions = sorted(spec.profiles)
-        self.user_version = {
-            f"user-{u:05d}": versions[uuid.UUID(int=self.rng.getrandbits(128)).int % len(versions)]
-            for u in range(spec.users)
-        }
+        users = [f"user-{u:05d}" for u in range(spec.users)]
+        if spec.experiment_id is not None:
+            experiment = Experiment(spec.experiment_id, spec.split or dict.fromkeys(versions, 1))
+            self.user_version = {user: experiment.assign(user).variant for user in users}
+        else:
+            self.user_version = {
+                user: versions[uuid.UUID(int=self.rng.getrandbits(128)).int % len(versions)] for user in users
+            }
 
     def _uuid(self) -> uuid.UUID:
         return uuid.UUID(int=self.rng.getrandbits(128), version=4)
@@ -239,6 +248,8 @@ class _Builder:
             created_at=at,
             regenerated_from=regenerated_from,
             input_category=category,
+            experiment_id=self.spec.experiment_id,
+            variant=self.user_version[user] if self.spec.experiment_id else None,
         )
         planned = PlannedInteraction(event)
         self.planned[event.interaction_id] = planned
