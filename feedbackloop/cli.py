@@ -160,6 +160,15 @@ def query_cmd(
     print_rows(columns, rows, output)
 
 
+@app.command("schemas")
+def schemas_cmd() -> None:
+    """Write the JSON Schema of every contract model to schemas/json (for other languages)."""
+    from schemas.export import write_json_schemas
+
+    for path in write_json_schemas():
+        console.print(f"wrote {path}")
+
+
 @app.command("bench")
 def bench_cmd(
     interactions: Annotated[int, typer.Option(help="Interactions in the generated workload.")] = 40_000,

@@ -1,0 +1,28 @@
+"""Unit-test fixtures. chdb (ClickHouse in-process, no network) allows one data directory per
+process, so every unit test that needs ClickHouse shares this session's directory and takes a
+database of its own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from feedbackloop.settings import ClickHouseSettings
+from sinks.clickhouse import connect
+
+
+@pytest.fixture(scope="session")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """The session's embedded ClickHouse."""
+    return connect(ClickHouseSettings(url=f"chdb://{tmp_path_factory.mktemp('chdb')}"))
+
+
+@pytest.fixture
+def chdb_database(chdb_client: Client) -> str:
+    """A fresh, empty database name in the session's chdb (migrate it if you need the tables)."""
+    name = f"unit_{uuid.uuid4().hex[:8]}"
+    chdb_client.command(f"CREATE DATABASE {name}")
+    return name
