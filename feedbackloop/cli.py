@@ -141,11 +141,18 @@ def query_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = (
         OutputFormat.table
     ),
+    database: Annotated[
+        str | None, typer.Option(help="Database to use (default: the configured one).")
+    ] = None,
 ) -> None:
-    """Run SQL against the configured ClickHouse (database feedbackloop is the default)."""
+    """Run SQL against the configured ClickHouse (chdb: only while no worker holds its directory)."""
     from sinks.clickhouse import ClickHouseBusyError, connect, query_rows
 
     settings = _settings()
+    if database:
+        settings = settings.model_copy(
+            update={"clickhouse": settings.clickhouse.model_copy(update={"database": database})}
+        )
     try:
         client = connect(settings.clickhouse)
     except ClickHouseBusyError as exc:
@@ -158,6 +165,42 @@ def query_cmd(
         err.print(f"[red]query failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     print_rows(columns, rows, output)
+
+
+@app.command("demo")
+def demo_cmd(
+    interactions: Annotated[int, typer.Option(help="Interactions to generate.")] = 6000,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 300,
+) -> None:
+    """Synthetic traffic -> Kafka -> Faust -> ClickHouse, then the regeneration rates and the summary."""
+    from feedbackloop.demo import run_demo
+
+    try:
+        result = run_demo(
+            _settings(), console, interactions=interactions, users=users, after=_print_demo_results
+        )
+    except (localstack.StackError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    ch = result.settings.clickhouse
+    look = f"feedbackloop query --database {ch.database} 'SELECT * FROM prompt_version_summary'"  # noqa: S608
+    console.print(
+        f"\n{result.events:,} events from {result.users} users ({result.interactions:,} interactions) went "
+        f"through Kafka ({result.settings.kafka.topic_namespace}.*) into ClickHouse at {ch.url}, "
+        f"database [bold]{ch.database}[/bold].\nLook around: [bold]{look}[/bold]"
+    )
+
+
+def _print_demo_results(settings: Settings, out: Console) -> None:
+    from sinks.clickhouse import connect, query_rows
+
+    client = connect(settings.clickhouse)
+    client.command(f"USE {settings.clickhouse.database}")
+    for title in ("regeneration_rates", "prompt_version_summary"):
+        columns, rows = query_rows(client, f"SELECT * FROM {title}")  # noqa: S608 - a view name of ours
+        out.rule(title)
+        print_rows(columns, rows, transpose=title == "prompt_version_summary")
+    client.close()
 
 
 @app.command("schemas")
@@ -196,8 +239,14 @@ def bench_cmd(
     console.print(table)
 
 
-def print_rows(columns: list[str], rows: list[list[Any]], output: OutputFormat = OutputFormat.table) -> None:
-    """Print query results as a rich table, CSV or JSON lines."""
+def print_rows(
+    columns: list[str],
+    rows: list[list[Any]],
+    output: OutputFormat = OutputFormat.table,
+    *,
+    transpose: bool = False,
+) -> None:
+    """Print query results as a rich table (``transpose``: one column per row), CSV or JSON lines."""
     if output is OutputFormat.json:
         for row in rows:
             sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
@@ -205,6 +254,11 @@ def print_rows(columns: list[str], rows: list[list[Any]], output: OutputFormat =
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
+    elif transpose:
+        table = Table(columns[0], *(_cell(row[0]) for row in rows), box=box.SIMPLE_HEAVY)
+        for index, name in enumerate(columns[1:], 1):
+            table.add_row(name, *(_cell(row[index]) for row in rows))
+        console.print(table)
     else:
         table = Table(*columns, box=box.SIMPLE_HEAVY)
         for row in rows:

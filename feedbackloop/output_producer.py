@@ -62,17 +62,15 @@ class OutputProducer:
     ) -> None:
         """Enqueue one message (``partition`` -1 lets the murmur2 partitioner pick by key;
         ``timestamp_ms`` 0 stamps it now)."""
-        try:
-            self._produce(topic, value, key, partition, self._on_delivery, timestamp_ms)
-        except BufferError:
-            # librdkafka's queue is full: serve delivery reports until it has room.
-            while True:
+        while True:
+            try:
+                self._produce(
+                    topic, value, key, partition, on_delivery=self._on_delivery, timestamp=timestamp_ms
+                )
+                break
+            except BufferError:
+                # librdkafka's queue is full: serve delivery reports until it has room.
                 self._producer.poll(0.01)
-                try:
-                    self._produce(topic, value, key, partition, self._on_delivery, timestamp_ms)
-                    break
-                except BufferError:
-                    continue
         self.produced += 1
 
     def flush_blocking(self, timeout_s: float = 120.0) -> None:
