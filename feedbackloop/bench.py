@@ -1,9 +1,11 @@
 """``make bench``: how fast the pipeline is, measured, printed.
 
 One run publishes a generated workload to the real broker, with a worker already running, and
-times it until the last row is in ClickHouse; the same messages then go through the pure logic
-in a tight loop (the compute ceiling). Printed: end-to-end events/s per worker process, events
-per CPU-second of the processor, the ceiling, their ratio, and publish-to-visible latency.
+times it until the last row is in ClickHouse; a second worker then takes a steady stream well
+under its capacity, to measure publish-to-visible latency per table; the same messages of the
+first run go through the pure logic in a tight loop (the compute ceiling). Printed: end-to-end
+events/s per worker process, events per CPU-second of the processor, the ceiling, their ratio,
+and p50/p99 latency.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -70,49 +74,67 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run_pipeline_bench(base: Settings, interactions: int = 40_000) -> dict[str, Any]:
-    """Run the end-to-end benchmark and the compute ceiling; return the figures."""
-    prepared = prepare(interactions)
-    workdir = Path(tempfile.mkdtemp(prefix="feedbackloop-bench-"))
-    namespace = f"bench{uuid.uuid4().hex[:8]}"
+@contextmanager
+def _worker(base: Settings, name: str) -> Iterator[tuple[Settings, WorkerProcess, Path]]:
+    """A worker (processors + sink) on topics and a chdb directory of its own, ready to take traffic."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"feedbackloop-bench-{name}-"))
+    stats_file = workdir / "sink-stats.json"
     settings = Settings(
-        kafka=base.kafka.model_copy(update={"topic_namespace": namespace}),
+        kafka=base.kafka.model_copy(update={"topic_namespace": f"bench{uuid.uuid4().hex[:8]}"}),
         clickhouse=ClickHouseSettings(url=f"chdb://{workdir / 'chdb'}", database="bench"),
-        pipeline=base.pipeline.model_copy(
-            update={"idle_advance_s": 1.0, "sink_stats_file": workdir / "sink-stats.json"}
-        ),
+        pipeline=base.pipeline.model_copy(update={"idle_advance_s": 1.0, "sink_stats_file": stats_file}),
     )
     ensure_topics(settings.kafka, public_topic_names(settings.kafka))
-    env = {
-        **settings_env(settings),
-        "FEEDBACKLOOP_PIPELINE__SINK_STATS_FILE": str(workdir / "sink-stats.json"),
-    }
+    env = {**settings_env(settings), "FEEDBACKLOOP_PIPELINE__SINK_STATS_FILE": str(stats_file)}
     worker = WorkerProcess("all", workdir / "worker.log", env).start()
     try:
         _wait_ready(settings, worker)
-        raw_topic = topics.topic_name(topics.INTERACTIONS, namespace)
-        feedback_topic = topics.topic_name(topics.FEEDBACK, namespace)
-        cpu_before = {pid: _cpu_seconds(pid) for pid in [worker.pid, *_children(worker.pid)]}
+        yield settings, worker, workdir
+    finally:
+        worker.stop()
+
+
+def _publish(settings: Settings, messages: list[RawMessage], rate: float | None = None) -> float:
+    """Publish (at ``rate`` messages/s, or as fast as possible); return the seconds it took."""
+    names = {
+        True: topics.topic_name(topics.INTERACTIONS, settings.kafka.topic_namespace),
+        False: topics.topic_name(topics.FEEDBACK, settings.kafka.topic_namespace),
+    }
+    started = time.monotonic()
+    with EventPublisher(settings.kafka, linger_ms=5 if rate else 20) as publisher:
+        for index, m in enumerate(messages):
+            if rate is not None:
+                delay = started + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            publisher.publish_raw(names[m.is_interaction], m.key, m.value or b"")
+    return time.monotonic() - started
+
+
+def run_pipeline_bench(
+    base: Settings, interactions: int = 40_000, paced_rate: float = 1000.0
+) -> dict[str, Any]:
+    """Throughput (a backlog as fast as the worker takes it), latency (a steady ``paced_rate`` of
+    events/s, well under capacity), and the compute ceiling; return the figures."""
+    prepared = prepare(interactions)
+    events = len(prepared.messages)
+    with _worker(base, "throughput") as (settings, worker, _):
+        pids = [worker.pid, *_children(worker.pid)]
+        cpu_before = {pid: _cpu_seconds(pid) for pid in pids}
         started = time.monotonic()
-        with EventPublisher(settings.kafka, linger_ms=20) as publisher:
-            for m in prepared.messages:
-                publisher.publish_raw(
-                    raw_topic if m.is_interaction else feedback_topic, m.key, m.value or b""
-                )
-        published = time.monotonic() - started
+        published = _publish(settings, prepared.messages)
         finished = wait_until_drained(
             settings, prepared.interactions, timeout_s=1800, quiet_s=3.0, alive=worker.alive
         )
-        elapsed = finished - started
-        pids = [worker.pid, *_children(worker.pid)]
-        cpu = {pid: _cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in pids}
-    finally:
-        worker.stop()
-    stats = json.loads((workdir / "sink-stats.json").read_text())
-    events = len(prepared.messages)
-    ceiling = compute_ceiling(prepared, settings.pipeline)
-    processor_cpu = cpu.get(pids[0], 0.0)
-    sink_cpu = sum(v for pid, v in cpu.items() if pid != pids[0])
+        cpu = {pid: _cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+    elapsed = finished - started
+    steady = prepare(max(2000, int(paced_rate * 8)), seed=12)
+    with _worker(base, "latency") as (settings, worker, workdir):
+        _publish(settings, steady.messages, rate=paced_rate)
+        wait_until_drained(settings, steady.interactions, timeout_s=600, quiet_s=2.0, alive=worker.alive)
+    latency = json.loads((workdir / "sink-stats.json").read_text()).get("latency", {})
+    ceiling = compute_ceiling(prepared, base.pipeline)
+    processor_cpu = cpu[pids[0]]
     e2e = events / elapsed
     return {
         "events": events,
@@ -121,15 +143,13 @@ def run_pipeline_bench(base: Settings, interactions: int = 40_000) -> dict[str, 
         "end_to_end_s": round(elapsed, 2),
         "end_to_end_events_per_s": round(e2e),
         "processor_cpu_s": round(processor_cpu, 2),
-        "sink_cpu_s": round(sink_cpu, 2),
-        "events_per_processor_cpu_s": round(events / processor_cpu) if processor_cpu else None,
+        "sink_cpu_s": round(sum(v for pid, v in cpu.items() if pid != pids[0]), 2),
+        "events_per_processor_cpu_s": round(events / processor_cpu),
         "compute_ceiling_events_per_s": round(ceiling),
         "ratio_end_to_end_to_ceiling": round(e2e / ceiling, 3),
-        "ratio_per_processor_cpu_to_ceiling": round(events / processor_cpu / ceiling, 3)
-        if processor_cpu
-        else None,
-        "latency": stats.get("latency", {}),
-        "workdir": str(workdir),
+        "ratio_per_processor_cpu_to_ceiling": round(events / processor_cpu / ceiling, 3),
+        "latency_at_events_per_s": paced_rate,
+        "latency": latency,
     }
 
 

@@ -215,6 +215,9 @@ def schemas_cmd() -> None:
 @app.command("bench")
 def bench_cmd(
     interactions: Annotated[int, typer.Option(help="Interactions in the generated workload.")] = 40_000,
+    rate: Annotated[
+        float, typer.Option(help="Events/s of the steady stream that latency is measured on.")
+    ] = 1000,
 ) -> None:
     """Measure the pipeline end to end on the local broker and chdb, and its compute ceiling."""
     from feedbackloop.bench import run_pipeline_bench
@@ -226,7 +229,7 @@ def bench_cmd(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     with console.status(f"benchmarking the pipeline with {interactions:,} interactions ..."):
-        figures = run_pipeline_bench(settings, interactions)
+        figures = run_pipeline_bench(settings, interactions, rate)
     table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark (1 worker process)")
     for name, value in figures.items():
         if name == "latency":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 from rapidfuzz.distance import Levenshtein
 
 from feedbackloop.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
@@ -172,6 +174,55 @@ def test_known_events_give_exact_rows_rates_and_dead_letters(
         (topics.topic_name(topics.INTERACTIONS, ns), "validation_error", invalid),
     ]
     assert "response_time_ms" in letters[1][3]
+
+
+def test_raw_json_from_an_outside_client_lands_in_both_tables(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """What kcat would send: hand-written JSON keyed by session, murmur2-partitioned; no SDK, no pydantic."""
+    at = (datetime.now(UTC) - timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
+    interaction_id, session = str(uuid.uuid4()), "kcat-session"
+    interaction = {
+        "schema_version": 1, "event_id": str(uuid.uuid4()), "interaction_id": interaction_id,
+        "user_id": "kcat-user", "session_id": session, "prompt": "Say hi", "prompt_version": "v2.0",
+        "model": "m", "response": "Hello wrld", "response_time_ms": 7, "created_at": at,
+        "regenerated_from": None, "input_category": "general", "experiment_id": None, "variant": None,
+        "metadata": {"client": "kcat"},
+    }  # fmt: skip
+    edit = {
+        "schema_version": 1, "event_id": str(uuid.uuid4()), "interaction_id": interaction_id,
+        "user_id": "kcat-user", "session_id": session, "created_at": at,
+        "feedback_type": "edit", "corrected_output": "Hello world!",
+    }  # fmt: skip
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "partitioner": "murmur2_random",
+            "acks": "all",
+        }
+    )
+    ns = settings.kafka.topic_namespace
+    producer.produce(topics.topic_name(topics.FEEDBACK, ns), json.dumps(edit).encode(), session.encode())
+    producer.produce(
+        topics.topic_name(topics.INTERACTIONS, ns), json.dumps(interaction).encode(), session.encode()
+    )
+    producer.produce(topics.topic_name(topics.FEEDBACK, ns), b"not json at all", session.encode())
+    assert producer.flush(30) == 0
+    _start(settings, workers, tmp_path)
+    _drain_and_stop(settings, workers, expected=1)
+
+    client = connect(settings.clickhouse)
+    db = settings.clickhouse.database
+    assert client.query(f"SELECT metadata FROM {db}.ai_interactions FINAL").result_rows == [
+        ({"client": "kcat"},)
+    ]
+    row = client.query(f"SELECT edit_distance, prompt_version FROM {db}.ai_feedback FINAL").result_rows
+    assert row == [(Levenshtein.distance("Hello wrld", "Hello world!"), "v2.0")]
+    assert client.query(f"SELECT edited, edit_distance FROM {db}.interaction_outcomes FINAL").result_rows == [
+        (True, 2)
+    ]
+    letters = client.query(f"SELECT error_type, value_b64 FROM {db}.dead_letters FINAL").result_rows
+    assert [(e, base64.b64decode(v)) for e, v in letters] == [("validation_error", b"not json at all")]
 
 
 # ----------------------------------------------------------------------------------- ground truth
