@@ -280,6 +280,8 @@ def main() -> None:
     app()
 
 
+app.add_typer(__import__("feedbackloop.cli_insights", fromlist=["app"]).app)  # report prompts insights impact
+
 if __name__ == "__main__":
     main()
 

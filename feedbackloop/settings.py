@@ -183,6 +183,48 @@ class CollectorSettings(BaseModel):
     max_events_per_request: int = Field(500, ge=1, description="Longer batches get 413.")
 
 
+class InsightSettings(BaseModel):
+    """Thresholds of the edit patterns, segment spikes, vocal-minority guard and weekly report.
+
+    The ClickHouse views read the SQL-side thresholds from the table ``insight_settings``; the
+    report and ``feedbackloop insights sync`` write these values there (see docs/insights.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_registry: Path = Field(
+        Path("prompts.json"), description="The prompt registry file `feedbackloop prompts` manages."
+    )
+    user_weight_cap: int = Field(
+        20, ge=1, description="Most interactions (or edits) one user weighs in a capped rate."
+    )
+    min_pattern_edits: int = Field(
+        5, ge=0, description="Edit patterns and deletions need more than this many edits."
+    )
+    min_deletion_share: float = Field(
+        0.2, ge=0, le=1, description="A deletion is consistent from this share of a version's edits."
+    )
+    spike_ratio: float = Field(
+        2.0, gt=1, description="A category spikes when its regeneration rate is this many times the rest's."
+    )
+    spike_min_interactions: int = Field(
+        50, ge=1, description="Categories with fewer interactions are never flagged (too few to act on)."
+    )
+    spike_min_z: float = Field(
+        3.0, ge=0, description="Two-proportion z-score a spike needs against the rest of its version."
+    )
+    regeneration_target: float = Field(0.15, gt=0, le=1, description="Target regeneration rate.")
+    disagreement: float = Field(
+        0.05, gt=0, le=1, description="Capped and per-interaction rates further apart than this disagree."
+    )
+    severity_regeneration: float = Field(3.0, ge=0, description="Issue weight of a regeneration.")
+    severity_thumbs_down: float = Field(2.0, ge=0, description="Issue weight of a thumbs-down.")
+    severity_large_edit: float = Field(3.0, ge=0, description="Issue weight of a large edit.")
+    severity_medium_edit: float = Field(1.5, ge=0, description="Issue weight of a medium edit.")
+    severity_small_edit: float = Field(1.0, ge=0, description="Issue weight of a small edit.")
+    top_issues: int = Field(5, ge=1, le=20, description="How many issues the weekly report ranks.")
+
+
 class Settings(BaseSettings):
     """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
 
@@ -200,3 +242,4 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     producer: ProducerSettings = ProducerSettings()
     collector: CollectorSettings = CollectorSettings()
+    insights: InsightSettings = InsightSettings()

@@ -8,6 +8,7 @@ from schemas.derived import (
     MetricContribution,
     PromptVersionMetrics,
 )
+from schemas.edits import EditOperation, EditOperations
 from schemas.events import (
     SCHEMA_VERSION,
     FeedbackEvent,
@@ -21,6 +22,8 @@ from schemas.events import (
 __all__ = [
     "SCHEMA_VERSION",
     "DeadLetter",
+    "EditOperation",
+    "EditOperations",
     "FeedbackEvent",
     "FeedbackJoined",
     "FeedbackType",

@@ -10,9 +10,18 @@ DEADLETTER: Final = "ai.deadletter.v1"
 FEEDBACK_JOINED: Final = "ai.feedback.joined.v1"
 OUTCOMES: Final = "ai.outcomes.v1"
 METRICS: Final = "ai.metrics.v1"
+EDIT_OPERATIONS: Final = "ai.edits.operations.v1"
 
 #: Every public topic, all created with the same partition count.
-PUBLIC_TOPICS: Final = (INTERACTIONS, FEEDBACK, DEADLETTER, FEEDBACK_JOINED, OUTCOMES, METRICS)
+PUBLIC_TOPICS: Final = (
+    INTERACTIONS,
+    FEEDBACK,
+    DEADLETTER,
+    FEEDBACK_JOINED,
+    OUTCOMES,
+    METRICS,
+    EDIT_OPERATIONS,
+)
 
 
 def topic_name(base: str, namespace: str = "") -> str:

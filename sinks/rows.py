@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from schemas import (
     DeadLetter,
+    EditOperation,
+    EditOperations,
     FeedbackJoined,
     InteractionEvent,
     InteractionOutcome,
@@ -51,6 +53,19 @@ def _spec(table: str, topic: str, model: type[BaseModel], exclude: tuple[str, ..
     return TableSpec(table, topic, columns, _row_maker(model, columns))
 
 
+#: ``edit_operations``: one row per edit, its operations as parallel arrays (``op_*``), so a replayed
+#: edit is one row that the table folds by event id; the view ``edit_operation_rows`` unrolls them.
+_EDIT_SCALARS = _fields(EditOperations, exclude=("schema_version", "operations"))
+_EDIT_OP_FIELDS = _fields(EditOperation)
+
+
+def _edit_operations_row(value: bytes) -> list[Any]:
+    edit = EditOperations.model_validate_json(value)
+    ops = edit.operations
+    arrays = [[getattr(op, f) for op in ops] for f in _EDIT_OP_FIELDS]
+    return [getattr(edit, c) for c in _EDIT_SCALARS] + arrays
+
+
 #: The sink's routing: topic (contract name) -> table.
 TABLES: tuple[TableSpec, ...] = (
     _spec("ai_interactions", topics.INTERACTIONS, InteractionEvent),
@@ -58,4 +73,10 @@ TABLES: tuple[TableSpec, ...] = (
     _spec("interaction_outcomes", topics.OUTCOMES, InteractionOutcome, exclude=("schema_version",)),
     _spec("prompt_version_metrics", topics.METRICS, PromptVersionMetrics, exclude=("schema_version",)),
     _spec("dead_letters", topics.DEADLETTER, DeadLetter, exclude=("schema_version",)),
+    TableSpec(
+        "edit_operations",
+        topics.EDIT_OPERATIONS,
+        _EDIT_SCALARS + tuple(f"op_{f}" for f in _EDIT_OP_FIELDS),
+        _edit_operations_row,
+    ),
 )

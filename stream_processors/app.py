@@ -51,6 +51,7 @@ class TopicNames:
     metrics: str
     deadletter: str
     contributions: str
+    edit_operations: str
 
     @classmethod
     def of(cls, settings: Settings) -> TopicNames:
@@ -64,6 +65,7 @@ class TopicNames:
             metrics=topics.topic_name(topics.METRICS, ns),
             deadletter=topics.topic_name(topics.DEADLETTER, ns),
             contributions=f"{app_id(settings)}-metric-contributions",
+            edit_operations=topics.topic_name(topics.EDIT_OPERATIONS, ns),
         )
 
 
@@ -101,6 +103,7 @@ class Pipeline:
             "joined": names.joined,
             "outcome": names.outcomes,
             "contribution": names.contributions,
+            "edit_ops": names.edit_operations,
         }
         self.invalid = 0
 

@@ -24,6 +24,7 @@ import orjson
 
 from feedbackloop.settings import PipelineSettings
 from schemas import format_ms
+from stream_processors.signals.edits import edit_operations
 from stream_processors.signals.outcome import (
     EDIT,
     Feedback,
@@ -33,7 +34,7 @@ from stream_processors.signals.outcome import (
     outcome_version,
 )
 
-EmitKind = Literal["joined", "outcome", "contribution", "deadletter"]
+EmitKind = Literal["joined", "outcome", "contribution", "deadletter", "edit_ops"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,7 @@ class PartitionState:
         if interaction.regenerated_from is not None:
             self._link_regeneration(interaction)
         self._amend_earlier_in_session(interaction)
-        return [self._joined(record, f) for f in record.feedback.values()]
+        return [emit for f in record.feedback.values() for emit in self._joined_all(record, f)]
 
     def _link_regeneration(self, child: Interaction) -> None:
         parent_id = child.regenerated_from
@@ -250,13 +251,49 @@ class PartitionState:
         self._touch(record)
         if record.interaction is None:
             return []  # joined when the interaction arrives
-        return [self._joined(record, feedback)]
+        return self._joined_all(record, feedback)
 
     def _touch(self, record: Record) -> None:
         self._changed.add(record.interaction_id)
         self._deleted.discard(record.interaction_id)
         if record.settled:
             self._to_amend.add(record.interaction_id)
+
+    def _joined_all(self, record: Record, feedback: Feedback) -> list[Emit | LostEvent]:
+        """The joined feedback and, for an edit, its word-level operations."""
+        joined: list[Emit | LostEvent] = [self._joined(record, feedback)]
+        if feedback.feedback_type == EDIT:
+            joined.append(self._edit_ops(record, feedback))
+        return joined
+
+    def _edit_ops(self, record: Record, feedback: Feedback) -> Emit:
+        x = record.interaction
+        assert x is not None
+        assert feedback.corrected_output is not None
+        measures = feedback.edit_measures(x.response, self.rules)
+        diff = edit_operations(x.response, feedback.corrected_output)
+        return Emit(
+            "edit_ops",
+            feedback.session_id,
+            {
+                "schema_version": 1,
+                "event_id": feedback.event_id,
+                "interaction_id": feedback.interaction_id,
+                "user_id": feedback.user_id,
+                "session_id": feedback.session_id,
+                "created_at": format_ms(feedback.created_ms),
+                "prompt_version": x.prompt_version,
+                "model": x.model,
+                "input_category": x.input_category,
+                "response_words": diff.response_words,
+                "corrected_words": diff.corrected_words,
+                "edit_distance": measures.distance,
+                "edit_distance_norm": measures.norm,
+                "edit_size": measures.size,
+                "operations": [op.to_json() for op in diff.operations],
+                "truncated": diff.truncated,
+            },
+        )
 
     def _joined(self, record: Record, feedback: Feedback) -> Emit:
         x = record.interaction

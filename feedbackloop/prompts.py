@@ -1,0 +1,189 @@
+"""The prompt registry: every prompt version, its parent, the one change it made and why.
+
+The registry is a JSON file in the project (``settings.insights.prompt_registry``, by default
+``prompts.json``), managed with ``feedbackloop prompts add | list | show`` and mirrored into the
+ClickHouse table ``prompt_versions`` whenever the CLI or the report can reach ClickHouse.
+
+Why a file and not a table or a topic: chdb allows one process per data directory and the sink
+holds it while the worker runs, so a table could not be written while the pipeline runs; a file
+can, at any time. A file is also what a team reviews: a prompt change arrives as a diff in a pull
+request next to the code that uses it, with its reasoning. ClickHouse gets a mirror (the views
+``prompt_changelog`` and ``user_contributions`` join it to the outcomes), refreshed by every
+``prompts add`` when chdb is free and by every ``report`` / ``insights sync``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from clickhouse_connect.driver.client import Client
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+#: Version of the registry file's layout.
+FILE_FORMAT = 1
+
+VersionLabel = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/+-]+$")
+]
+
+
+class RegistryError(ValueError):
+    """The registry file or a new entry is not valid (the message says why)."""
+
+
+class PromptVersion(BaseModel):
+    """One prompt version: its text, where it came from, the one change it made and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: VersionLabel = Field(description="The label interactions carry as prompt_version, e.g. 'v1.3'.")
+    parent: VersionLabel | None = Field(None, description="The version this one changed (None: the first).")
+    text: str = Field(min_length=1, description="The prompt template's full text.")
+    change: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The ONE change against the parent, in one line: test one change at a time.",
+    )
+    reasoning: str = Field("", description="Why this change should help: the evidence behind it.")
+    addresses: str = Field("", description="The issue it addresses, e.g. a report issue or a ticket.")
+    author: str = Field(min_length=1, description="Who made the change.")
+    created_at: AwareDatetime = Field(description="When the version was created (it serves from then on).")
+
+    @field_validator("change")
+    @classmethod
+    def _one_line(cls, change: str) -> str:
+        if "\n" in change.strip():
+            raise ValueError("describe one change in one line (test one change at a time)")
+        return change.strip()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict with the timestamp in RFC 3339 UTC."""
+        data = self.model_dump()
+        data["created_at"] = self.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return data
+
+
+class PromptRegistry:
+    """The versions of one registry file, oldest first. Changes are written with :meth:`save`."""
+
+    def __init__(self, path: Path, versions: list[PromptVersion] | None = None) -> None:
+        self.path = path
+        self._versions: dict[str, PromptVersion] = {}
+        for version in versions or []:
+            self._check(version)
+            self._versions[version.version] = version
+
+    @classmethod
+    def load(cls, path: Path) -> PromptRegistry:
+        """The registry in ``path``; an empty one if the file does not exist yet."""
+        if not path.exists():
+            return cls(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("format") != FILE_FORMAT:
+            raise RegistryError(f"{path} is not a prompt registry (format {FILE_FORMAT})")
+        try:
+            versions = [PromptVersion.model_validate(v) for v in raw.get("versions", [])]
+        except ValueError as exc:
+            raise RegistryError(f"{path}: {exc}") from exc
+        return cls(path, sorted(versions, key=lambda v: (v.created_at, v.version)))
+
+    def __iter__(self) -> Iterator[PromptVersion]:
+        return iter(sorted(self._versions.values(), key=lambda v: (v.created_at, v.version)))
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def __contains__(self, version: object) -> bool:
+        return version in self._versions
+
+    def get(self, version: str) -> PromptVersion:
+        """The entry of ``version``; RegistryError if it is not registered."""
+        try:
+            return self._versions[version]
+        except KeyError:
+            raise RegistryError(f"prompt version {version!r} is not in {self.path}") from None
+
+    def children(self, version: str) -> list[PromptVersion]:
+        """The versions whose parent is ``version``, oldest first."""
+        return [v for v in self if v.parent == version]
+
+    def lineage(self, version: str) -> list[PromptVersion]:
+        """``version`` and its ancestors, newest first."""
+        chain = [self.get(version)]
+        while chain[-1].parent is not None:
+            chain.append(self.get(chain[-1].parent))
+        return chain
+
+    def add(self, version: PromptVersion) -> None:
+        """Register a new version (RegistryError: label taken, unknown parent, older than its parent)."""
+        if version.version in self._versions:
+            raise RegistryError(f"prompt version {version.version!r} is already registered")
+        self._check(version)
+        self._versions[version.version] = version
+
+    def _check(self, version: PromptVersion) -> None:
+        if version.parent is None:
+            return
+        if version.parent == version.version:
+            raise RegistryError(f"{version.version!r} cannot be its own parent")
+        parent = self._versions.get(version.parent)
+        if parent is None:
+            raise RegistryError(
+                f"parent {version.parent!r} of {version.version!r} is not registered: add it first"
+            )
+        if version.created_at < parent.created_at:
+            raise RegistryError(f"{version.version!r} cannot be older than its parent {parent.version!r}")
+
+    def save(self) -> None:
+        """Write the file atomically (a crash leaves the old or the new file, never half of one)."""
+        document = {"format": FILE_FORMAT, "versions": [v.to_json() for v in self]}
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+#: Columns of ``prompt_versions`` the mirror writes (``mirrored_at`` defaults to now).
+MIRROR_COLUMNS = ("version", "parent", "text", "change", "reasoning", "addresses", "author", "created_at")
+
+
+def mirror(registry: PromptRegistry, client: Client, database: str) -> int:
+    """Make ``{database}.prompt_versions`` hold exactly the registry's versions; return how many.
+
+    Rows are re-inserted (the table keeps the newest copy of each version) and versions no longer in
+    the file are deleted, so the mirror follows hand edits of the file too."""
+    rows = [[getattr(v, c) for c in MIRROR_COLUMNS] for v in registry]
+    if rows:
+        client.insert(f"{database}.prompt_versions", rows, column_names=list(MIRROR_COLUMNS))
+    # database is an identifier checked by ClickHouseSettings' pattern, not user data
+    current = client.query(f"SELECT DISTINCT version FROM {database}.prompt_versions").result_rows  # noqa: S608
+    stale = sorted({row[0] for row in current} - {v.version for v in registry})
+    if stale:
+        client.command(
+            f"DELETE FROM {database}.prompt_versions WHERE has(%(stale)s, version)",  # noqa: S608
+            parameters={"stale": stale},
+        )
+    return len(rows)
+
+
+def now() -> datetime:
+    """The current time in UTC, at millisecond precision (what ClickHouse keeps)."""
+    current = datetime.now(UTC)
+    return current.replace(microsecond=current.microsecond - current.microsecond % 1000)

@@ -1,0 +1,183 @@
+"""The weekly report in a terminal: rich tables of the issues and the numbers behind them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from feedbackloop.report import Report
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(*columns, title=title, box=box.SIMPLE_HEAVY, title_justify="left", title_style="bold")
+    for column in table.columns[1:]:
+        column.justify = "right"
+    return table
+
+
+def render_terminal(report: Report, console: Console) -> None:
+    """Print the report: issues first, then indicators, segments, edits, guard, changelog, experiments."""
+    console.rule(f"Weekly improvement report {report.week_label} — {report.interactions:,} interactions")
+    print_issues(report, console)
+
+    rates = _table(
+        "Leading indicators per prompt version",
+        "version",
+        "interactions",
+        "regeneration",
+        "capped",
+        "edit",
+        "completion w/o edit",
+        "mean edit distance",
+        "time to 1st correction",
+    )
+    target = report.settings.regeneration_target
+    for r in report.version_rates:
+        rate = r["regeneration_rate"]
+        style = "red" if rate >= target else "green"
+        ttfc = r["avg_time_to_first_correction_ms"]
+        rates.add_row(
+            r["prompt_version"],
+            f"{r['interactions']:,}",
+            f"[{style}]{_pct(rate)}[/{style}]",
+            _pct(r["regeneration_rate_capped"]),
+            _pct(r["edit_rate"]),
+            _pct(r["completion_without_edit_rate"]),
+            _num(r["avg_edit_distance"]),
+            "–" if ttfc is None else f"{ttfc / 1000:.1f} s",
+        )
+    console.print(rates)
+
+    flagged = [r for r in report.spikes if r["flagged"] or r["flagged_capped"]]
+    if flagged:
+        spikes = _table(
+            "Input categories far above the rest of their version",
+            "version / category",
+            "interactions",
+            "rate",
+            "rest",
+            "ratio",
+            "z",
+            "capped rate",
+            "flags",
+        )
+        for r in flagged:
+            flags = (
+                "both"
+                if r["flagged"] and r["flagged_capped"]
+                else "per interaction only"
+                if r["flagged"]
+                else "capped only"
+            )
+            spikes.add_row(
+                f"{r['prompt_version']} / {r['input_category']}",
+                f"{r['interactions']:,}",
+                _pct(r["regeneration_rate"]),
+                _pct(r["rest_regeneration_rate"]),
+                _num(r["ratio"], 2),
+                _num(r["z_score"]),
+                _pct(r["regeneration_rate_capped"]),
+                flags,
+            )
+        console.print(spikes)
+
+    if report.common_edits:
+        edits = _table("Common edits", "version", "original → corrected", "edits", "users")
+        for r in report.common_edits:
+            edits.add_row(
+                r["prompt_version"],
+                f"{r['original_fragment']} → {r['corrected_fragment']}",
+                f"{r['frequency']:,}",
+                f"{r['distinct_users']:,}",
+            )
+        console.print(edits)
+    if report.deletions:
+        deletions = _table("Consistent deletions", "version", "what", "edits", "share", "capped share")
+        for r in report.deletions:
+            deletions.add_row(
+                r["prompt_version"],
+                f"{r['position']} {r['unit']}",
+                f"{r['deleting_edits']:,} / {r['edits']:,}",
+                _pct(r["share"]),
+                _pct(r["share_capped"]),
+            )
+        console.print(deletions)
+    if report.edit_size_mix:
+        mix = _table("Edit size mix", "version", "edits", "small", "medium", "large")
+        for r in report.edit_size_mix:
+            mix.add_row(
+                r["prompt_version"],
+                f"{r['edits']:,}",
+                _pct(r["small_share"]),
+                _pct(r["medium_share"]),
+                _pct(r["large_share"]),
+            )
+        console.print(mix)
+    if report.disagreements:
+        guard = _table(
+            "Per-interaction and capped rates disagree",
+            "version / category",
+            "rate",
+            "per interaction",
+            "capped",
+        )
+        for d in report.disagreements:
+            guard.add_row(
+                f"{d.prompt_version} / {d.category or 'all'}", d.metric, _pct(d.rate), _pct(d.capped)
+            )
+        console.print(guard)
+    if report.changelog:
+        log = _table("Prompt changelog", "version", "change", "informed by", "regeneration", "vs. parent")
+        for r in report.changelog:
+            change = r["regeneration_rate_change"]
+            log.add_row(
+                f"{r['version']}" + (f" (from {r['parent']})" if r["parent"] else ""),
+                r["change"],
+                f"{r['informed_by_corrections']:,} corrections",
+                _pct(r["regeneration_rate"]),
+                "–" if change is None else f"{change * 100:+.1f} pts",
+            )
+        console.print(log)
+    if report.experiments:
+        decisions: dict[str, Any] = {
+            str(d.get("experiment_id")): d for d in report.experiment_decisions or []
+        }
+        runs = _table(
+            "Experiments", "experiment / variant", "interactions", "regeneration", "correction", "status"
+        )
+        for r in report.experiments:
+            decision = decisions.get(str(r["experiment_id"]))
+            runs.add_row(
+                f"{r['experiment_id']} / {r['variant']}",
+                f"{r['interactions']:,}",
+                _pct(r["regeneration_rate"]),
+                _pct(r["correction_rate"]),
+                str(decision.get("action")) if decision else "no decision recorded",
+            )
+        console.print(runs)
+
+
+def print_issues(report: Report, console: Console) -> None:
+    """Print only the ranked issues (what ``make demo`` ends with)."""
+    table = _table(f"Top issues, {report.week_label}", "#", "issue", "frequency", "severity", "score")
+    table.columns[1].justify = "left"
+    for issue in report.issues:
+        text = issue.title + (f"\n[yellow]⚠ {issue.caveat}[/yellow]" if issue.caveat else "")
+        table.add_row(
+            str(issue.rank), text, f"{issue.frequency:,}", f"{issue.severity:.1f}", f"{issue.score:,.0f}"
+        )
+    if not report.issues:
+        console.print("No issue passed the thresholds this week.")
+    else:
+        console.print(table)
