@@ -47,6 +47,9 @@ format: $(STAMP) ## Apply ruff's formatting and import order
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
+report: $(STAMP) ## The weekly improvement report (terminal + report.html)
+	$(FL) report --out report.html
+
 bench: $(STAMP) ## Throughput and latency figures of the pipeline (prints them)
 	$(FL) bench
 
@@ -54,4 +57,4 @@ clean: ## Remove local state (chdb data, broker data) — not the jar cache
 	-$(FL) stack down
 	rm -rf .feedbackloop
 
-.PHONY: help install jars stack-up stack-down demo test unit lint format bench clean
+.PHONY: help install jars stack-up stack-down demo test unit lint format report bench clean

@@ -41,6 +41,7 @@ class OfflineResult:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     windows: dict[str, dict[str, Any]] = field(default_factory=dict)
     joined: int = 0
+    edit_ops: int = 0
     dead_letters: int = 0
     bytes_out: int = 0
 
@@ -122,6 +123,8 @@ class OfflinePipeline:
                 current = result.outcomes.get(interaction_id)
                 if current is None or current["version"] < item.value["version"]:
                     result.outcomes[interaction_id] = item.value
+            elif item.kind == "edit_ops":
+                result.edit_ops += 1
             elif item.kind == "contribution":
                 # Like the real stage, the window sees the contribution as it comes off the wire.
                 contribution = orjson.loads(orjson.dumps(item.value))
