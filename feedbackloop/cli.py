@@ -130,6 +130,8 @@ def worker_cmd(
         code = worker.run_sink(settings)
     elif stage is Stage.process:
         code = worker.run_processor(settings, loglevel)
+    elif stage is Stage.experiments:
+        code = worker.run_experiments(settings)
     else:
         code = worker.run_all(settings, loglevel)
     raise typer.Exit(code)
@@ -192,6 +194,7 @@ def demo_cmd(
 
 
 def _print_demo_results(settings: Settings, out: Console) -> None:
+    from feedbackloop.report import build_report, print_report, write_html
     from sinks.clickhouse import connect, query_rows
 
     client = connect(settings.clickhouse)
@@ -200,6 +203,11 @@ def _print_demo_results(settings: Settings, out: Console) -> None:
         columns, rows = query_rows(client, f"SELECT * FROM {title}")  # noqa: S608 - a view name of ours
         out.rule(title)
         print_rows(columns, rows, transpose=title == "prompt_version_summary")
+    report = build_report(client, settings.clickhouse.database, settings=settings.insights)
+    path = write_html(report, settings.stack.home.resolve() / "report.html")
+    out.rule("top issues this week")
+    print_report(report, out, issues_only=True)
+    out.print(f"weekly report with plots: [bold]{path}[/bold]")
     client.close()
 
 
