@@ -289,6 +289,7 @@ def main() -> None:
 
 
 app.add_typer(__import__("feedbackloop.cli_insights", fromlist=["app"]).app)  # report prompts insights impact
+__import__("feedbackloop.cli_experiments", fromlist=["register"]).register(app)  # experiments, alerts
 
 if __name__ == "__main__":
     main()

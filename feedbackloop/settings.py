@@ -225,6 +225,64 @@ class InsightSettings(BaseModel):
     top_issues: int = Field(5, ge=1, le=20, description="How many issues the weekly report ranks.")
 
 
+class ExperimentSettings(BaseModel):
+    """The experiment evaluator and the regression alerts (docs/experiments.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_s: int = Field(
+        60,
+        ge=1,
+        description="Event-time window: experiments are decided and regressions checked once per window.",
+    )
+    idle_flush_s: float = Field(
+        15.0,
+        gt=0,
+        description="When every outcomes partition has been read to its end and nothing came for this long, "
+        "look at what has arrived instead of waiting for the other partitions' event time.",
+    )
+    auto_apply: bool = Field(
+        False, description="Apply promote/revert decisions to the experiment (else they are recommendations)."
+    )
+    regression_metrics: tuple[
+        Literal[
+            "regeneration_rate",
+            "correction_rate",
+            "abandonment_rate",
+            "edit_distance_norm",
+            "response_time_ms",
+        ],
+        ...,
+    ] = Field(
+        ("regeneration_rate", "correction_rate", "abandonment_rate", "edit_distance_norm"),
+        description="Metrics every prompt version is watched on.",
+    )
+    regression_min_relative_rise: float = Field(
+        0.20, ge=0, description="A rise must be at least this share of the baseline to alert."
+    )
+    regression_min_absolute_rise: float = Field(
+        0.02, ge=0, description="... and at least this much in the metric's units (rates: 0.02 = 2 points)."
+    )
+    regression_false_alarm_budget: float = Field(
+        0.01, gt=0, lt=1, description="Bound on any false alert per version and metric within the horizon."
+    )
+    regression_horizon_windows: int = Field(1440, ge=1, description="The horizon of that bound, in windows.")
+    regression_baseline_windows: int = Field(60, ge=2, description="Trailing healthy windows in a baseline.")
+    regression_min_baseline_windows: int = Field(10, ge=2, description="No verdicts before this many.")
+    regression_min_window_interactions: int = Field(
+        30, ge=1, description="Windows with fewer interactions carrying the metric are skipped."
+    )
+    regression_open_after: int = Field(
+        2, ge=1, description="Consecutive breaching windows that open an incident."
+    )
+    regression_resolve_after: int = Field(5, ge=1, description="Consecutive clear windows that resolve it.")
+    evidence_link_template: str | None = Field(
+        None,
+        description="Link around an alert's evidence SQL, with '{sql}' where the URL-quoted query goes "
+        "(e.g. a ClickHouse play or Grafana explore URL).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
 
@@ -243,3 +301,4 @@ class Settings(BaseSettings):
     producer: ProducerSettings = ProducerSettings()
     collector: CollectorSettings = CollectorSettings()
     insights: InsightSettings = InsightSettings()
+    experiments: ExperimentSettings = ExperimentSettings()

@@ -1,8 +1,8 @@
-"""Run the pipeline's stages: the Faust processors, the ClickHouse sink, or both.
+"""Run the pipeline's stages: the Faust processors, the ClickHouse sink, the experiment evaluator, or all.
 
-``all`` (the default) runs the processors in this process and the sink in a child process, so
-the two stages use both cores and chdb's blocking calls never touch Faust's event loop.
-SIGINT/SIGTERM stop both gracefully: outputs are flushed, rows inserted, offsets committed.
+``all`` (the default) runs the processors in this process and the sink and the experiment evaluator
+in child processes, so the stages use both cores and chdb's blocking calls never touch Faust's event
+loop. SIGINT/SIGTERM stop them all gracefully: outputs are flushed, rows inserted, offsets committed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Stage(StrEnum):
     all = "all"
     process = "process"
     sink = "sink"
+    experiments = "experiments"
 
 
 def run_processor(settings: Settings, loglevel: str = "info") -> int:
@@ -69,6 +70,21 @@ def run_sink(settings: Settings) -> int:
     return 0
 
 
+def run_experiments(settings: Settings) -> int:
+    """Run the experiment evaluator and regression watch until SIGINT/SIGTERM; return the exit code."""
+    from stream_processors.experiments.service import ExperimentService
+
+    service = ExperimentService(settings)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.run()
+    return 0
+
+
 def _terminate_with_parent() -> None:
     # If this worker dies without cleaning up (SIGKILL, OOM), the sink gets SIGTERM from the kernel
     # and shuts down gracefully instead of holding the chdb directory as an orphan.
@@ -78,35 +94,44 @@ def _terminate_with_parent() -> None:
 
 
 def run_all(settings: Settings, loglevel: str = "info") -> int:
-    """Sink in a child process, processors here; when either stops, stop the other."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "feedbackloop.cli", "worker", "--stage", "sink", "--loglevel", loglevel],
-        env=os.environ.copy(),
-        preexec_fn=_terminate_with_parent,
-    )
+    """Sink and experiment evaluator in child processes, processors here; when one stops, stop the rest."""
+    # The sink is started first: tools find it as the first child.
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "feedbackloop.cli", "worker", "--stage", stage, "--loglevel", loglevel],
+            env=os.environ.copy(),
+            preexec_fn=_terminate_with_parent,
+        )
+        for stage in (Stage.sink, Stage.experiments)
+    ]
     child_failed = threading.Event()
+    stopping = threading.Event()
 
-    def watch_child() -> None:
+    def watch_child(child: subprocess.Popen[bytes], stage: str) -> None:
         code = child.wait()
         if code != 0 and not stopping.is_set():
-            log.error("the sink process exited with %s; stopping the processors", code)
+            log.error("the %s process exited with %s; stopping the processors", stage, code)
             child_failed.set()
             os.kill(os.getpid(), signal.SIGTERM)
 
-    stopping = threading.Event()
-    threading.Thread(target=watch_child, name="sink-watch", daemon=True).start()
+    for child, stage in zip(children, (Stage.sink, Stage.experiments), strict=True):
+        threading.Thread(target=watch_child, args=(child, stage), name=f"{stage}-watch", daemon=True).start()
     code = 1
     try:
         code = run_processor(settings, loglevel)
     finally:
         stopping.set()
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        # Both finish their work in parallel: the sink inserts, the evaluator reads the last outcomes.
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
             try:
                 child.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    if child_failed.is_set() or child.returncode not in (0, None):
-        return child.returncode or 1
+    failed = [c.returncode for c in children if c.returncode not in (0, None)]
+    if child_failed.is_set() or failed:
+        return failed[0] if failed else 1
     return code

@@ -18,19 +18,31 @@ from schemas.events import (
     format_timestamp,
     to_epoch_ms,
 )
+from schemas.experiments import (
+    Experiment,
+    ExperimentDecision,
+    ExperimentStatus,
+    OutcomeMetric,
+    RegressionAlert,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "DeadLetter",
     "EditOperation",
     "EditOperations",
+    "Experiment",
+    "ExperimentDecision",
+    "ExperimentStatus",
     "FeedbackEvent",
     "FeedbackJoined",
     "FeedbackType",
     "InteractionEvent",
     "InteractionOutcome",
     "MetricContribution",
+    "OutcomeMetric",
     "PromptVersionMetrics",
+    "RegressionAlert",
     "format_ms",
     "format_timestamp",
     "to_epoch_ms",

@@ -11,6 +11,10 @@ FEEDBACK_JOINED: Final = "ai.feedback.joined.v1"
 OUTCOMES: Final = "ai.outcomes.v1"
 METRICS: Final = "ai.metrics.v1"
 EDIT_OPERATIONS: Final = "ai.edits.operations.v1"
+#: Experiments by id (compacted: the latest revision of each); decisions; regression alerts and resolves.
+EXPERIMENTS: Final = "ai.experiments.v1"
+EXPERIMENT_DECISIONS: Final = "ai.experiments.decisions.v1"
+REGRESSION_ALERTS: Final = "ai.alerts.regressions.v1"
 
 #: Every public topic, all created with the same partition count.
 PUBLIC_TOPICS: Final = (
@@ -21,7 +25,13 @@ PUBLIC_TOPICS: Final = (
     OUTCOMES,
     METRICS,
     EDIT_OPERATIONS,
+    EXPERIMENTS,
+    EXPERIMENT_DECISIONS,
+    REGRESSION_ALERTS,
 )
+
+#: Public topics that keep the latest record per key (``cleanup.policy=compact``).
+COMPACTED_TOPICS: Final = (EXPERIMENTS,)
 
 
 def topic_name(base: str, namespace: str = "") -> str:

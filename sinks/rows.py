@@ -16,10 +16,12 @@ from schemas import (
     DeadLetter,
     EditOperation,
     EditOperations,
+    ExperimentDecision,
     FeedbackJoined,
     InteractionEvent,
     InteractionOutcome,
     PromptVersionMetrics,
+    RegressionAlert,
     topics,
 )
 
@@ -66,6 +68,37 @@ def _edit_operations_row(value: bytes) -> list[Any]:
     return [getattr(edit, c) for c in _EDIT_SCALARS] + arrays
 
 
+#: ``experiment_decisions``: a decision flattened (arms, SRM, primary metric); guardrails as JSON.
+_DECISION_COLUMNS = (
+    *("decision_id", "experiment_id", "experiment_created_at", "sequence", "action", "rule", "reason"),
+    *("as_of", "looks", "control_variant", "control_users", "control_interactions", "treatment_variant"),
+    *("treatment_users", "treatment_interactions", "srm_chi2", "srm_p_value", "srm_checked", "srm_mismatch"),
+    *("primary_metric", "primary_control_mean", "primary_treatment_mean", "primary_relative_effect"),
+    *("primary_ci_low", "primary_ci_high", "primary_ci_level", "primary_p_value", "primary_p_value_min"),
+    *("guardrails", "split_control", "split_treatment", "alpha", "min_interactions_per_arm"),
+    *("min_relative_improvement", "evidence_sql"),
+)
+_PRIMARY_FIELDS = ("control_mean", "treatment_mean", "relative_effect", "ci_low", "ci_high", "ci_level")
+
+
+def _decision_row(value: bytes) -> list[Any]:
+    d = ExperimentDecision.model_validate_json(value)
+    p = d.primary
+    primary = [None] * 9 if p is None else [p.metric.value, *(getattr(p, f) for f in _PRIMARY_FIELDS)]
+    if p is not None:
+        primary += [p.p_value, p.p_value_min]
+    guardrails = "[" + ",".join(g.model_dump_json() for g in d.guardrails) + "]"
+    return [
+        *(d.decision_id, d.experiment_id, d.experiment_created_at, d.sequence, d.action.value, d.rule.value),
+        *(d.reason, d.as_of, d.looks, d.control.variant, d.control.users, d.control.interactions),
+        *(d.treatment.variant, d.treatment.users, d.treatment.interactions),
+        *(d.srm.chi2, d.srm.p_value, d.srm.checked, d.srm.mismatch),
+        *primary,
+        *(guardrails, d.split[0], d.split[1], d.alpha, d.min_interactions_per_arm),
+        *(d.min_relative_improvement, d.evidence_sql),
+    ]
+
+
 #: The sink's routing: topic (contract name) -> table.
 TABLES: tuple[TableSpec, ...] = (
     _spec("ai_interactions", topics.INTERACTIONS, InteractionEvent),
@@ -79,4 +112,6 @@ TABLES: tuple[TableSpec, ...] = (
         _EDIT_SCALARS + tuple(f"op_{f}" for f in _EDIT_OP_FIELDS),
         _edit_operations_row,
     ),
+    TableSpec("experiment_decisions", topics.EXPERIMENT_DECISIONS, _DECISION_COLUMNS, _decision_row),
+    _spec("regression_alerts", topics.REGRESSION_ALERTS, RegressionAlert, exclude=("schema_version",)),
 )

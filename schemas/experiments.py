@@ -1,0 +1,287 @@
+"""Prompt A/B experiments, their decisions and regression alerts: the records on their topics.
+
+* ``ai.experiments.v1`` — :class:`Experiment`, compacted, key ``experiment_id``: the current revision of
+  each experiment (what it compares, how it decides, its status and the promote/revert applied to it).
+* ``ai.experiments.decisions.v1`` — :class:`ExperimentDecision`, key ``experiment_id``: every change of
+  an experiment's decision, with the numbers behind it.
+* ``ai.alerts.regressions.v1`` — :class:`RegressionAlert`, key ``prompt_version``: one ``alert`` when a
+  prompt version's metric rises significantly against its own past, one ``resolve`` when it recovers.
+
+Decisions and alerts carry deterministic ids: an evaluator that replays the outcomes log after a crash
+derives the same records with the same ids, so a consumer recognises re-emissions. Floats that have no
+finite value (an effect that cannot be estimated yet, an unbounded interval) are ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from schemas.events import SCHEMA_VERSION, Label, Timestamp
+
+
+class OutcomeMetric(StrEnum):
+    """A per-interaction outcome metric; all are lower-is-better."""
+
+    REGENERATION_RATE = "regeneration_rate"
+    CORRECTION_RATE = "correction_rate"
+    ABANDONMENT_RATE = "abandonment_rate"
+    EDIT_DISTANCE = "edit_distance_norm"
+    RESPONSE_TIME = "response_time_ms"
+
+
+class ExperimentStatus(StrEnum):
+    """Where an experiment is in its life."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PROMOTED = "promoted"
+    REVERTED = "reverted"
+
+
+class DecisionAction(StrEnum):
+    """What the evaluator recommends."""
+
+    CONTINUE = "continue"
+    PROMOTE = "promote"
+    REVERT = "revert"
+    INVALID = "invalid"
+
+
+class DecisionRule(StrEnum):
+    """Which rule of the decision fired (docs/experiments.md lists them in order)."""
+
+    SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
+    INSUFFICIENT_SAMPLE = "insufficient_sample"
+    GUARDRAIL_WORSE = "guardrail_worse"
+    PRIMARY_WORSE = "primary_worse"
+    PRIMARY_BETTER = "primary_better"
+    BELOW_MINIMUM_IMPROVEMENT = "below_minimum_improvement"
+    NO_SIGNIFICANT_DIFFERENCE = "no_significant_difference"
+
+
+class AlertKind(StrEnum):
+    """An incident opening or recovering."""
+
+    ALERT = "alert"
+    RESOLVE = "resolve"
+
+
+class AlertSeverity(StrEnum):
+    """How large the rise is relative to the baseline (low < +50 %, medium < +100 %, high above)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Weight = Annotated[StrictInt, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ArmNumbers(_Record):
+    """Sample size of one arm at a look."""
+
+    variant: Label = Field(description="The arm's variant: a prompt version.")
+    users: int = Field(ge=0, description="Distinct users with at least one counted interaction.")
+    interactions: int = Field(ge=0, description="Interactions counted (latest outcome version each).")
+
+
+class SrmCheck(_Record):
+    """Pearson's chi-square test of the users per arm against the intended split."""
+
+    observed_users: tuple[int, int] = Field(description="(control, treatment) users.")
+    expected_users: tuple[float, float] = Field(description="What the split predicts for the same total.")
+    chi2: float
+    p_value: float
+    threshold: float = Field(description="p below this is a sample ratio mismatch.")
+    checked: bool = Field(description="False while an expected count is below 5 (the test does not hold).")
+    mismatch: bool
+
+
+class MetricComparison(_Record):
+    """One metric, treatment against control, at a look.
+
+    ``relative_effect = treatment_mean / control_mean - 1`` (negative is better); ``[ci_low, ci_high]`` is
+    its anytime-valid confidence sequence at level ``ci_level``; ``p_value`` is the always-valid p-value
+    at this look and ``p_value_min`` its running minimum over the experiment's looks.
+    """
+
+    metric: OutcomeMetric
+    role: Literal["primary", "guardrail"]
+    control_mean: float | None
+    treatment_mean: float | None
+    control_n: int = Field(ge=0, description="Control interactions that carry the metric.")
+    treatment_n: int = Field(ge=0, description="Treatment interactions that carry the metric.")
+    control_users: int = Field(ge=0)
+    treatment_users: int = Field(ge=0)
+    relative_effect: float | None
+    ci_low: float | None = Field(description="null: unbounded (not estimable yet).")
+    ci_high: float | None = Field(description="null: unbounded (not estimable yet).")
+    ci_level: float = Field(gt=0, lt=1)
+    p_value: float = Field(ge=0, le=1)
+    p_value_min: float = Field(ge=0, le=1, description="Smallest p-value at any look so far.")
+    e_value: float = Field(ge=0, description="The mixture likelihood ratio (1 / p_value, uncapped).")
+
+
+class ExperimentDecision(_Record):
+    """A change of an experiment's decision, and every number behind it (``ai.experiments.decisions.v1``)."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
+    decision_id: UUID = Field(
+        description="Deterministic: the same change of decision keeps its id on replay."
+    )
+    experiment_id: Label
+    experiment_created_at: Timestamp = Field(
+        description="The experiment's created_at: tells decisions of a re-created experiment apart."
+    )
+    sequence: int = Field(ge=1, description="1 for the experiment's first decision, +1 per change.")
+    action: DecisionAction
+    rule: DecisionRule
+    reason: str = Field(description="One line a person can read.")
+    as_of: Timestamp = Field(
+        description="Event time of the look: outcomes settled before it were counted (one look per window)."
+    )
+    looks: int = Field(ge=1, description="Looks at this experiment so far, this one included.")
+    control: ArmNumbers
+    treatment: ArmNumbers
+    srm: SrmCheck
+    primary: MetricComparison | None = Field(description="null while the sample is insufficient or SRM.")
+    guardrails: tuple[MetricComparison, ...]
+    split: tuple[Weight, Weight] = Field(description="Intended (control, treatment) weights.")
+    alpha: Share = Field(description="Bound on a wrong promote/revert over the whole experiment.")
+    min_interactions_per_arm: int = Field(ge=2)
+    min_relative_improvement: float = Field(ge=0, lt=1)
+    evidence_sql: str = Field(description="SQL over interaction_outcomes that shows the arms' numbers.")
+
+
+class ExperimentAction(_Record):
+    """A promote or revert that was applied: by a person (``feedbackloop experiments promote``) or by the
+    evaluator when auto-apply is on. This is the prompt changelog entry of the experiment."""
+
+    action: Literal["promote", "revert"]
+    applied_at: Timestamp
+    applied_by: Label = Field(description="'evaluator' (auto-apply) or who ran the command.")
+    production_version: Label = Field(description="The version serving all traffic from now on.")
+    retired_version: Label = Field(description="The version taken out of production.")
+    decision: ExperimentDecision | None = Field(
+        description="The evaluator's decision the action followed (null when forced without one)."
+    )
+    note: str = Field("", max_length=10_000)
+
+
+class Experiment(_Record):
+    """One prompt A/B experiment at one revision (``ai.experiments.v1``, compacted, key ``experiment_id``).
+
+    Arms are matched by the ``variant`` the SDK put on each interaction, so the variants of the
+    experiment's assignment must be named after the prompt versions (``control`` and ``treatment``).
+    """
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
+    experiment_id: Label
+    revision: int = Field(ge=1, description="+1 per change; a consumer keeps the highest.")
+    control: Label = Field(description="The prompt version in production.")
+    treatment: Label = Field(description="The candidate prompt version.")
+    split: tuple[Weight, Weight] = Field((80, 20), description="(control, treatment) weights of the users.")
+    primary_metric: OutcomeMetric = OutcomeMetric.REGENERATION_RATE
+    guardrail_metrics: tuple[OutcomeMetric, ...] = Field(
+        (OutcomeMetric.ABANDONMENT_RATE, OutcomeMetric.RESPONSE_TIME),
+        description="Metrics that must not get worse; a significant rise reverts.",
+    )
+    min_interactions_per_arm: int = Field(
+        500, ge=2, description="No promote/revert before both arms have it."
+    )
+    min_relative_improvement: float = Field(
+        0.10, ge=0, lt=1, description="Promote only if at least this relative improvement is plausible."
+    )
+    alpha: Share = Field(0.05, description="Bound on a wrong promote/revert over the whole experiment.")
+    status: ExperimentStatus = ExperimentStatus.RUNNING
+    description: str = Field("", max_length=10_000)
+    created_at: Timestamp
+    updated_at: Timestamp
+    applied: ExperimentAction | None = Field(None, description="The promote/revert applied, if any.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.control == self.treatment:
+            raise ValueError("control and treatment must be different prompt versions")
+        if self.primary_metric in self.guardrail_metrics:
+            raise ValueError("the primary metric cannot also be a guardrail")
+        if len(set(self.guardrail_metrics)) != len(self.guardrail_metrics):
+            raise ValueError("guardrail metrics must not repeat")
+        decided = self.status in (ExperimentStatus.PROMOTED, ExperimentStatus.REVERTED)
+        if (self.applied is not None) != decided:
+            raise ValueError("an applied action goes with status promoted/reverted, and only with them")
+        return self
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the evaluator still decides on it."""
+        return self.status is ExperimentStatus.RUNNING
+
+
+class RegressionAlert(_Record):
+    """An incident opening (``alert``) or recovering (``resolve``) for one prompt version and metric
+    (``ai.alerts.regressions.v1``, key ``prompt_version``).
+
+    ``observed`` is the window's mean; ``expected`` the trailing baseline's, and ``[expected_low,
+    expected_high]`` where the window's mean falls with probability ``1 - 2 * per-window alpha`` when
+    nothing changed. A resolve carries the window that completed the recovery and the incident's peak
+    severity.
+    """
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
+    alert_id: UUID = Field(description="Deterministic: uuid5 of the incident and the kind.")
+    kind: AlertKind
+    incident_id: UUID = Field(description="Names the incident; an alert and its resolve share it.")
+    prompt_version: Label
+    metric: OutcomeMetric
+    severity: AlertSeverity
+    window_start: Timestamp = Field(description="Event time (interaction created_at) the window starts.")
+    window_end: Timestamp
+    opened_at: Timestamp = Field(description="Start of the first breaching window of the incident.")
+    observed: float
+    expected: float
+    expected_low: float
+    expected_high: float
+    relative_rise: float | None = Field(description="observed / expected - 1; null when expected is 0.")
+    z: float | None = Field(description="null: infinite (a flat baseline and any rise).")
+    p_value: float = Field(ge=0, le=1)
+    window_interactions: int = Field(ge=0, description="Interactions in the window carrying the metric.")
+    baseline_windows: int = Field(ge=0, description="Windows the baseline pools.")
+    baseline_seeded_from: Label | None = Field(
+        description="The version this one replaced, while its windows still seed the baseline."
+    )
+    evidence_sql: str = Field(description="SQL over interaction_outcomes: the metric per window around it.")
+    evidence_link: str | None = Field(description="The SQL in a link, when a template is configured.")
+
+
+def finite(value: float) -> float | None:
+    """``value`` if it is a finite number, else ``None`` (JSON has no NaN or infinity)."""
+    return value if math.isfinite(value) else None
+
+
+__all__ = [
+    "AlertKind",
+    "AlertSeverity",
+    "ArmNumbers",
+    "DecisionAction",
+    "DecisionRule",
+    "Experiment",
+    "ExperimentAction",
+    "ExperimentDecision",
+    "ExperimentStatus",
+    "MetricComparison",
+    "OutcomeMetric",
+    "RegressionAlert",
+    "SrmCheck",
+    "finite",
+]
