@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from producers.wire import event_json, format_timestamp, new_id
+from producers.wire import event_json, format_timestamp, new_id, now_ms
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 from schemas import format_timestamp as contract_format_timestamp
 
@@ -88,3 +88,37 @@ def test_new_id_is_a_random_version_4_uuid() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+
+
+def test_new_id_is_what_the_uuid_constructor_builds() -> None:
+    for _ in range(1000):
+        fast = new_id()
+        slow = uuid.UUID(int=fast.int)
+        assert (fast, hash(fast), str(fast), fast.is_safe) == (slow, hash(slow), str(slow), slow.is_safe)
+
+
+def test_now_ms_is_now_at_the_contract_precision_with_its_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = datetime.now(UTC)
+    created, text = now_ms()
+    assert before - timedelta(milliseconds=1) <= created <= datetime.now(UTC)
+    # Every millisecond of a few seconds around a minute and a day boundary, and random ones.
+    rng = random.Random(3)
+    base = 1_767_225_599_000  # 2025-12-31T23:59:59Z
+    instants = [*range(base - 1500, base + 2500), *(rng.randrange(0, 4_102_444_800_000) for _ in range(5000))]
+    for ms in instants:
+        monkeypatch.setattr("producers.wire.time.time_ns", lambda ms=ms: ms * 1_000_000 + 999_999)
+        created, text = now_ms()
+        assert created == datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=ms)
+        assert text == contract_format_timestamp(created)
+        # What the contract keeps of it (ms precision) is all of it, and the SDK's JSON agrees.
+        event = FeedbackEvent(
+            event_id=uuid.uuid4(),
+            interaction_id=uuid.uuid4(),
+            user_id="u",
+            session_id="s",
+            created_at=created,
+            feedback_type=FeedbackType.ACCEPT,
+        )
+        assert event.created_at == created
+        if ms % 97 == 0:
+            assert event_json(event, text) == event.model_dump_json().encode()
