@@ -3,19 +3,52 @@
 ``FeedbackClient`` is the SDK (typed calls, never blocking, spooling to disk while the broker is
 away); ``Experiment`` assigns users to prompt variants by consistent hashing; ``EventPublisher`` is
 the minimal synchronous-flush publisher used by tools and tests.
+
+The names below are imported on first use: the SDK's sender process
+(``python -m producers.sender_main``) imports this package too, and needs none of pydantic, the
+contract or Prometheus (they would double its start-up time and its memory).
 """
 
-from producers.assignment import Assignment, Experiment, assign_variant
-from producers.client import DeliveryError, EventPublisher
-from producers.sdk import (
-    BufferFullError,
-    ClientClosedError,
-    FeedbackClient,
-    InteractionLike,
-    InteractionRef,
-    Mode,
-    TimedInteraction,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from producers.assignment import Assignment, Experiment, assign_variant
+    from producers.client import DeliveryError, EventPublisher
+    from producers.errors import BufferFullError, ClientClosedError
+    from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
+    from producers.sender import Mode
+
+_HOMES = {
+    "Assignment": "producers.assignment",
+    "Experiment": "producers.assignment",
+    "assign_variant": "producers.assignment",
+    "DeliveryError": "producers.client",
+    "EventPublisher": "producers.client",
+    "BufferFullError": "producers.errors",
+    "ClientClosedError": "producers.errors",
+    "FeedbackClient": "producers.sdk",
+    "InteractionLike": "producers.sdk",
+    "InteractionRef": "producers.sdk",
+    "TimedInteraction": "producers.sdk",
+    "Mode": "producers.sender",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'producers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "Assignment",

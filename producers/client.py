@@ -16,14 +16,10 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from feedbackloop.kafka_io import client_config
 from feedbackloop.settings import KafkaSettings
+from producers.sender import SAFE_PRODUCER_CONFIG
 from schemas import FeedbackEvent, InteractionEvent, topics
 
-#: Producer settings no caller may weaken: they are what makes publishing safe.
-SAFE_PRODUCER_CONFIG: dict[str, Any] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "partitioner": "murmur2_random",
-}
+__all__ = ["SAFE_PRODUCER_CONFIG", "DeliveryError", "DeliveryStats", "EventPublisher"]
 
 
 class DeliveryError(RuntimeError):

@@ -221,7 +221,8 @@ def create_app(settings: Settings, client: FeedbackClient | None = None) -> Fast
         collector.client = FeedbackClient.from_settings(settings) if own else client
         assert collector.client is not None
         registry.register(collector.client.prometheus_collector())
-        log.info("collector publishing via spool %s", collector.client.spool_dir)
+        # Not client.spool_dir: it waits for the sender process; the SDK logs the slot when ready.
+        log.info("collector publishing through the SDK, spool under %s", settings.producer.spool_dir)
         try:
             yield
         finally:

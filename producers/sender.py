@@ -1,4 +1,7 @@
-"""The SDK's sender thread: from the in-memory buffer to librdkafka, or through the spool.
+"""The sender: from the in-memory buffer to librdkafka, or through the spool.
+
+It runs in the sender process (:mod:`producers.sender_main`), never in the app's: the buffer
+holds record frames (encoded spool records) read from the app's pipe.
 
 * **direct** mode (broker healthy, spool empty): events go to librdkafka (idempotent, ``acks=all``,
   no local timeout, so a message librdkafka holds is retried with its original sequence number
@@ -15,16 +18,19 @@ restarts, and librdkafka keeps that order per partition: a session's events (key
 arrive in order.
 
 Everything here runs on the one sender thread (librdkafka's callbacks run inside its ``poll``),
-except the few methods documented as safe for other threads.
+except the few methods documented as safe for other threads. Its state is published after every
+round in a :class:`~producers.ipc.StatusBlock`, which the app reads from shared memory.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import struct
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -32,21 +38,17 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import KafkaSettings, ProducerSettings
-from producers.client import SAFE_PRODUCER_CONFIG
-from producers.spool import Position, encode_record, open_spool
-from producers.wire import event_json
-from schemas import FeedbackEvent, InteractionEvent, topics
+from producers.ipc import COUNTER_SLOTS, Slot, StatusBlock
+from producers.spool import Position, decode_record, open_spool
 
 log = logging.getLogger("producers.sdk")
 
-Event = InteractionEvent | FeedbackEvent
-#: (topic, key, value) as librdkafka and the spool take it.
-Record = tuple[str, bytes | None, bytes]
-#: What callers put in the buffer: a validated event (serialized here, off the caller's thread)
-#: or a raw record.
-Item = Event | Record
+#: Producer settings no caller may weaken: they are what makes publishing safe.
+SAFE_PRODUCER_CONFIG: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
 
 _BATCH: Final = 2048  # items per round: bounds the work between two looks at the broker
 _PROBE: Final = 1
@@ -63,6 +65,36 @@ class Mode(StrEnum):
     SPOOL = "spool"
 
 
+@dataclass(frozen=True)
+class SenderConfig:
+    """What the sender needs, as plain values: it is sent to the sender process as JSON, and that
+    process does not import the settings (pydantic would double its start-up time)."""
+
+    kafka_config: dict[str, Any] = field(repr=False)  # librdkafka: bootstrap servers, security, secrets
+    spool_dir: str
+    client_id: str = "feedbackloop-sdk"
+    max_in_flight: int = 10_000
+    spool_after_s: float = 1.0
+    linger_ms: int = 5
+    sender_linger_ms: float = 20.0
+    compression: str = "none"
+    close_timeout_s: float = 10.0
+    spool_max_bytes: int = 1 << 30
+    spool_segment_bytes: int = 16 << 20
+    spool_fsync_interval_s: float = 0.2
+    log_level: int = logging.WARNING  # the app's level for "producers": the sender forwards no less
+    parent_pid: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (secrets included: send them only down a private pipe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SenderConfig:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**values)
+
+
 class _State:
     PENDING = 0  # handed to librdkafka, no report yet
     DONE = 1  # delivered or failed for good: never to be sent again
@@ -70,16 +102,16 @@ class _State:
 
 
 class _Pending:
-    """One message handed to librdkafka; ``log_end`` is set once it is also in the spool."""
+    """One message handed to librdkafka; ``log_end`` is set once it is also in the spool.
 
-    __slots__ = ("key", "log_end", "produced_at", "state", "topic", "value")
+    ``record`` is its encoded frame while it exists only in librdkafka (to copy it to the spool
+    if the broker turns unwell), empty once it is in the spool.
+    """
 
-    def __init__(
-        self, topic: str, key: bytes | None, value: bytes, produced_at: float, log_end: Position | None
-    ) -> None:
-        self.topic = topic
-        self.key = key
-        self.value = value
+    __slots__ = ("log_end", "produced_at", "record", "state")
+
+    def __init__(self, record: bytes, produced_at: float, log_end: Position | None) -> None:
+        self.record = record
         self.produced_at = produced_at
         self.log_end = log_end
         self.state = _State.PENDING
@@ -96,28 +128,32 @@ class _LibrdkafkaLog:
 
 
 class Sender:
-    """Owns the spool, the librdkafka producer and the thread that moves events between them."""
+    """Owns the spool, the librdkafka producer and the thread that moves records between them.
+
+    ``buffer`` holds record frames (:func:`producers.spool.encode_record`); whoever fills it
+    calls :meth:`notify`. ``status`` receives the counters and gauges after every round.
+    """
 
     def __init__(
-        self, kafka: KafkaSettings, settings: ProducerSettings, buffer: collections.deque[Item]
+        self, config: SenderConfig, buffer: collections.deque[bytes], status: StatusBlock | None = None
     ) -> None:
-        self.settings = settings
-        self._kafka = kafka
+        self.settings = config
         self._buffer = buffer
-        self._interactions_topic = topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace)
-        self._feedback_topic = topics.topic_name(topics.FEEDBACK, kafka.topic_namespace)
+        self.status = status if status is not None else StatusBlock()
         self._spool = open_spool(
-            settings.spool_dir,
-            max_bytes=settings.spool_max_bytes,
-            segment_bytes=settings.spool_segment_bytes,
-            fsync_interval_s=settings.spool_fsync_interval_s,
+            Path(config.spool_dir),
+            max_bytes=config.spool_max_bytes,
+            segment_bytes=config.spool_segment_bytes,
+            fsync_interval_s=config.spool_fsync_interval_s,
         )
-        self._linger_s = settings.sender_linger_ms / 1000
+        self._linger_s = config.sender_linger_ms / 1000
         # Thread-safe signals.
-        self._wake = threading.Event()  # new events (set by callers)
+        self._wake = threading.Event()  # new records (set by the pipe reader)
         self._urgent = threading.Event()  # someone waits (flush, close): skip the linger
-        self._flushers = 0
         self._flush_lock = threading.Lock()
+        self._flush_requests: collections.deque[tuple[int, int]] = collections.deque()  # (id, round)
+        self.flushed = 0  # the highest flush id satisfied
+        self._next_flush_id = 0
         self._closing = False
         self._close_deadline = 0.0
         # Sender-thread state.
@@ -129,7 +165,8 @@ class Sender:
         self._log_pending: collections.deque[_Pending] = collections.deque()
         self._skip_on_replay: set[Position] = set()
         self._in_flight = 0
-        self.counts = dict.fromkeys(("sent", "failed", "spooled", "dropped", "replayed"), 0)
+        self.counts = dict.fromkeys(COUNTER_SLOTS, 0)
+        self._taken = 0  # records taken from the buffer
         self._round_no = 0
         self._quiet_round = -1
         self._last_log: dict[str, float] = {}
@@ -137,6 +174,7 @@ class Sender:
         # Read by other threads: plain values, replaced whole after every round.
         self.spool_bytes = self._spool.size_bytes
         self.spool_pending_bytes = self._spool.pending_bytes
+        self._publish_status()
         self._thread = threading.Thread(target=self._run, name="feedbackloop-sender", daemon=True)
         self._thread.start()
 
@@ -162,28 +200,31 @@ class Sender:
         if not self._wake.is_set():
             self._wake.set()
 
+    def request_flush(self, flush_id: int) -> None:
+        """Set :attr:`flushed` to ``flush_id`` once every record now in the buffer is acknowledged.
+
+        Ids must grow. Nothing waits here: the pipe reader calls this between records.
+        """
+        with self._flush_lock:
+            # A round that starts after this line sees every record buffered before the call.
+            self._flush_requests.append((flush_id, self._round_no + 1))
+            self._urgent.set()
+        self._wake.set()
+
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything accepted before the call is acknowledged; False on timeout."""
+        """Wait until every record buffered before the call is acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout_s
         with self._flush_lock:
-            self._flushers += 1
-            self._urgent.set()
-        try:
-            # A round that starts after this line sees every event accepted before the call.
-            target = self._round_no + 1
-            self._wake.set()
-            while time.monotonic() < deadline:
-                if self._quiet_round >= target:
-                    return True
-                if not self._thread.is_alive():
-                    return False
-                time.sleep(0.005)
-            return False
-        finally:
-            with self._flush_lock:
-                self._flushers -= 1
-                if self._flushers == 0 and not self._closing:
-                    self._urgent.clear()
+            self._next_flush_id += 1
+            flush_id = self._next_flush_id
+        self.request_flush(flush_id)
+        while time.monotonic() < deadline:
+            if self.flushed >= flush_id:
+                return True
+            if not self._thread.is_alive():
+                return False
+            time.sleep(0.005)
+        return False
 
     def close(self, timeout_s: float) -> None:
         """Deliver what the broker takes within ``timeout_s``, spool the rest, stop the thread."""
@@ -196,22 +237,20 @@ class Sender:
     # -- the thread ------------------------------------------------------------------------------
 
     def _new_producer(self) -> Producer:
-        config = client_config(
-            self._kafka,
-            **{
-                "client.id": self.settings.client_id,
-                "linger.ms": self.settings.linger_ms,
-                "compression.type": self.settings.compression,
-                # Never expire a message locally: an expired message may still be written by the
-                # broker, and re-sending it from the spool would duplicate it.
-                "message.timeout.ms": 0,
-                "queue.buffering.max.messages": max(100_000, 2 * self.settings.max_in_flight),
-                "reconnect.backoff.max.ms": 1000,
-                "error_cb": self._on_error,
-                "logger": _LibrdkafkaLog(),
-            },
-        )
-        config.update(SAFE_PRODUCER_CONFIG)
+        config = {
+            **self.settings.kafka_config,
+            "client.id": self.settings.client_id,
+            "linger.ms": self.settings.linger_ms,
+            "compression.type": self.settings.compression,
+            # Never expire a message locally: an expired message may still be written by the
+            # broker, and re-sending it from the spool would duplicate it.
+            "message.timeout.ms": 0,
+            "queue.buffering.max.messages": max(100_000, 2 * self.settings.max_in_flight),
+            "reconnect.backoff.max.ms": 1000,
+            "error_cb": self._on_error,
+            "logger": _LibrdkafkaLog(),
+            **SAFE_PRODUCER_CONFIG,
+        }
         return Producer(config)
 
     def _run(self) -> None:
@@ -228,11 +267,12 @@ class Sender:
             self._shutdown()
         except Exception:
             log.exception("feedbackloop sender: shutdown failed; the spool keeps what it holds")
+        self._publish_status()
 
     def _wait(self, busy: bool) -> None:
         if busy:
-            # Under load, let events gather (unless a backlog waits already): every round takes
-            # the GIL from the callers once, so fewer, larger rounds keep record_* calls short.
+            # Under load, let records gather (unless a backlog waits already): fewer, larger rounds
+            # (one poll, one spool write, one status update each) leave more CPU to the reader.
             if self._linger_s > 0 and len(self._buffer) < _BATCH:
                 self._urgent.wait(self._linger_s)
         elif self._closing:
@@ -260,31 +300,53 @@ class Sender:
         quiet = not self._buffer and self._in_flight == 0 and self._spool.empty
         if quiet:
             self._quiet_round = self._round_no
+            self._settle_flushes()
+        self._publish_status()
         return busy, quiet
 
-    def _to_record(self, item: Item) -> Record:
-        if isinstance(item, tuple):
-            return item
-        topic = self._interactions_topic if isinstance(item, InteractionEvent) else self._feedback_topic
-        return topic, item.session_id.encode(), event_json(item)
+    def _settle_flushes(self) -> None:
+        with self._flush_lock:
+            requests = self._flush_requests
+            while requests and requests[0][1] <= self._quiet_round:
+                self.flushed = max(self.flushed, requests.popleft()[0])
+            if not requests and not self._closing:
+                self._urgent.clear()
+
+    def _publish_status(self) -> None:
+        status = self.status
+        for name, slot in COUNTER_SLOTS.items():
+            status[slot] = self.counts[name]
+        status[Slot.RECORDS] = self._taken
+        status[Slot.BUFFERED] = len(self._buffer)
+        status[Slot.IN_FLIGHT] = self._in_flight
+        status[Slot.SPOOL_BYTES] = self.spool_bytes
+        status[Slot.SPOOL_PENDING_BYTES] = self.spool_pending_bytes
+        status[Slot.SPOOLING] = int(self._mode is Mode.SPOOL)
+        status[Slot.FLUSHED] = self.flushed
 
     def _drain_buffer(self) -> bool:
         buffer = self._buffer
-        items = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
-        if not items:
+        records = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
+        if not records:
             return False
-        records = [self._to_record(item) for item in items]
+        self._taken += len(records)
         if self._mode is Mode.SPOOL:
             self._append_to_spool(records)
             return True
         now = time.monotonic()
-        for i, (topic, key, value) in enumerate(records):
+        for i, record in enumerate(records):
             if not self._direct_ok(now):
                 self._enter_spool_mode()
                 self._append_to_spool(records[i:])
                 break
             try:
-                pending = self._produce(topic, key, value, None, now)
+                topic, key, value = decode_record(record)
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:  # a bug of the app side
+                self.counts["failed"] += 1
+                self._log_loudly("failed", "malformed record from the app dropped: %s", exc)
+                continue
+            try:
+                pending = self._produce(topic, key, value, record, None, now)
             except BufferError:
                 self._unhealthy = True
                 self._enter_spool_mode()
@@ -308,9 +370,15 @@ class Sender:
         return True
 
     def _produce(
-        self, topic: str, key: bytes | None, value: bytes, log_end: Position | None, now: float
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        record: bytes,
+        log_end: Position | None,
+        now: float,
     ) -> _Pending | None:
-        pending = _Pending(topic, key, value, now, log_end)
+        pending = _Pending(record, now, log_end)
         try:
             self._producer.produce(
                 topic, value=value, key=key, on_delivery=partial(self._on_delivery, pending)
@@ -358,9 +426,10 @@ class Sender:
             return
         held = [p for p in self._direct if p.state != _State.DONE]
         self._direct.clear()
-        positions = self._spool.append(encode_record(p.topic, p.key, p.value) for p in held)
+        positions = self._spool.append(p.record for p in held)
         for pending, end in zip(held, positions, strict=False):
             pending.log_end = end
+            pending.record = b""
             self._log_pending.append(pending)
         self.counts["spooled"] += len(positions)
         # They are in librdkafka already: replay must start after them.
@@ -371,9 +440,9 @@ class Sender:
             self._log_loudly("dropped", "spool full: %d events stay in memory only", missing)
         log.warning("feedbackloop producer: broker unwell, spooling to %s", self._spool.directory)
 
-    def _append_to_spool(self, records: Sequence[Record]) -> None:
+    def _append_to_spool(self, records: Sequence[bytes]) -> None:
         try:
-            written = len(self._spool.append(encode_record(*record) for record in records))
+            written = self._spool.extend(records)
         except OSError as exc:
             written = 0
             self._log_loudly("dropped", "spool write failed: %s", exc)
@@ -402,12 +471,12 @@ class Sender:
             if record.end in self._skip_on_replay:
                 # Delivered before a producer reset; committed with its neighbours, not re-sent.
                 self._skip_on_replay.discard(record.end)
-                done = _Pending(record.topic, record.key, b"", now, record.end)
+                done = _Pending(b"", now, record.end)
                 done.state = _State.DONE
                 self._log_pending.append(done)
                 continue
             try:
-                pending = self._produce(record.topic, record.key, record.value, record.end, now)
+                pending = self._produce(record.topic, record.key, record.value, b"", record.end, now)
             except BufferError:
                 self._spool.seek(record.start)
                 break

@@ -30,7 +30,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -103,6 +103,26 @@ def decode_body(body: bytes) -> tuple[str, bytes | None, bytes]:
     return topic, key, body[pos + max(key_len, 0) :]
 
 
+def decode_record(record: bytes) -> tuple[str, bytes | None, bytes]:
+    """Topic, key and value of one whole encoded record, without checking its CRC or bounds.
+
+    For records that never touched a disk (the sender's pipe, built by the SDK); :func:`scan`
+    checks what is read back from one. Raises ``ValueError`` (or ``struct.error``,
+    ``UnicodeDecodeError``) on a record that is cut short.
+    """
+    (topic_len,) = _TOPIC_LEN.unpack_from(record, _HEADER.size)
+    start = _HEADER.size + _TOPIC_LEN.size
+    key_at = start + topic_len
+    (key_len,) = _KEY_LEN.unpack_from(record, key_at)
+    topic = record[start:key_at].decode()
+    if key_len < 0:
+        return topic, None, record[key_at + _KEY_LEN.size :]
+    value_at = key_at + _KEY_LEN.size + key_len
+    if value_at > len(record):
+        raise ValueError("key runs past the record")
+    return topic, record[key_at + _KEY_LEN.size : value_at], record[value_at:]
+
+
 class ScanResult(NamedTuple):
     """What :func:`scan` found in a buffer: records and how the buffer ended."""
 
@@ -150,10 +170,11 @@ def _segment_name(segment: int) -> str:
 class Spool:
     """A bounded, append-only, crash-safe queue of Kafka records in one directory.
 
-    Not thread-safe: the SDK's sender thread is its only user. ``append`` writes, ``read``
-    returns records not yet read, ``commit`` marks everything before a position as delivered
-    (whole segments behind it are deleted; the cursor is persisted at most every
-    ``fsync_interval_s`` and on ``close``, so a crash can replay, never skip, a delivered record).
+    Not thread-safe: the sender thread (in the SDK's sender process) is its only user.
+    ``append`` writes, ``read`` returns records not yet read, ``commit`` marks everything before
+    a position as delivered (whole segments behind it are deleted; the cursor is persisted at
+    most every ``fsync_interval_s`` and on ``close``, so a crash can replay, never skip, a
+    delivered record).
     """
 
     def __init__(
@@ -332,6 +353,25 @@ class Spool:
             self.sync()
         return positions
 
+    def extend(self, records: Sequence[bytes]) -> int:
+        """:meth:`append` for a caller that needs no positions; returns how many were written.
+
+        When the batch fits the segment being written and the bound (the common case), it goes
+        out in one write with no Python work per record: the sender's hot path in spool mode.
+        """
+        if self._write_id is None or not records:
+            return len(self.append(records))
+        size = self._sizes[self._write_id]
+        sizes = list(map(len, records))
+        total = sum(sizes)
+        # append() rolls before a record once the segment has reached segment_bytes.
+        if size + total - sizes[-1] >= self.segment_bytes or self.size_bytes + total > self.max_bytes:
+            return len(self.append(records))
+        self._write(list(records))
+        if self.fsync_interval_s == 0:
+            self.sync()
+        return len(records)
+
     def _write(self, batch: list[bytes]) -> None:
         assert self._write_fd is not None
         assert self._write_id is not None
@@ -350,7 +390,7 @@ class Spool:
         self._dirty = True
 
     def sync(self) -> None:
-        """fsync the segment being written (the sender thread calls this, never the caller's)."""
+        """fsync the segment being written (the sender process calls this, never the app's)."""
         if self._dirty and self._write_fd is not None:
             os.fsync(self._write_fd)
         self._dirty = False

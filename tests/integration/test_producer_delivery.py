@@ -1,4 +1,4 @@
-"""The SDK against the real broker: exactly once, across an outage, a restart and a SIGKILL.
+"""The SDK against the real broker: exactly once, across an outage, a restart and a SIGKILL of the app.
 
 Every check reads the topics back in full (up to their high watermarks), so a duplicate cannot
 hide: ``event_id`` must be unique in the topic itself, not after some downstream dedup.
@@ -178,6 +178,22 @@ def test_events_spooled_before_a_restart_are_sent_once(kafka: KafkaSettings, tmp
     assert list((tmp_path / "spool" / "slot-0").glob("*.seg")) == []
 
 
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_until(condition: Any, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 CHILD = """
 import sys, time
 from pathlib import Path
@@ -187,8 +203,10 @@ from producers import FeedbackClient
 port, spool_dir, namespace = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 client = FeedbackClient(
     KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic_namespace=namespace),
-    ProducerSettings(spool_dir=spool_dir),
+    ProducerSettings(spool_dir=spool_dir, close_timeout_s=0.5),
 )
+client.spool_dir
+print(client.sender_pid, flush=True)
 seq = 0
 while True:
     client.record_interaction(
@@ -202,9 +220,11 @@ while True:
 """
 
 
-def test_sigkill_while_spooling_loses_at_most_the_record_in_flight(
+def test_sigkill_of_the_app_while_spooling_loses_only_what_the_app_still_held(
     kafka: KafkaSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The app dies; its sender process spools everything the app had written to it, then exits.
+    A torn record in the spool (a crash of the sender mid-write) costs that record only."""
     spool_root = tmp_path / "spool"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(closed_port()), str(spool_root), kafka.topic_namespace],
@@ -215,6 +235,7 @@ def test_sigkill_while_spooling_loses_at_most_the_record_in_flight(
     spooled_before_kill = 0
     try:
         assert child.stdout is not None
+        sender = int(child.stdout.readline())
         for line in child.stdout:
             spooled_before_kill = int(line)
             if spooled_before_kill >= 3000:
@@ -226,7 +247,8 @@ def test_sigkill_while_spooling_loses_at_most_the_record_in_flight(
         child.wait(60)
     assert child.returncode == -signal.SIGKILL
     assert spooled_before_kill >= 3000
-    # Make the crash land mid-write for sure: half of a next record at the end of the last segment.
+    wait_until(lambda: exited(sender))  # it spools what it was given, then lets the slot go
+    # Make a crash land mid-write for sure: half of a next record at the end of the last segment.
     last_segment = max((spool_root / "slot-0").glob("*.seg"))
     with last_segment.open("ab") as file:
         file.write(encode_record("whatever", b"s", b'{"torn": true}')[:11])
@@ -240,6 +262,64 @@ def test_sigkill_while_spooling_loses_at_most_the_record_in_flight(
     received = read_topic(kafka, topics.INTERACTIONS)
     seqs = [int(value["metadata"]["seq"]) for _, value in received]
     # A gap-free prefix of what the child recorded, each once, in order: only records after the
-    # last one written (the buffer and the torn one) are missing.
+    # last one written to the sender process (the app's buffer) are missing.
     assert seqs == list(range(len(seqs)))
     assert len(seqs) >= spooled_before_kill
+
+
+APP = """
+import sys, time
+from pathlib import Path
+from feedbackloop.settings import KafkaSettings, ProducerSettings
+from producers import FeedbackClient
+
+bootstrap, spool_dir, namespace, count = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+client = FeedbackClient(
+    KafkaSettings(bootstrap_servers=bootstrap, topic_namespace=namespace),
+    ProducerSettings(spool_dir=spool_dir),
+)
+for seq in range(count):
+    client.record_interaction(
+        user_id="u", session_id=f"s{seq % 7}", prompt="p", response="r" * 200, prompt_version="v1",
+        model="m", response_time_ms=1, metadata={"seq": str(seq)},
+    )
+while client.metrics()["unwritten"]:
+    time.sleep(0.005)
+print(client.sender_pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_sigkill_of_the_app_with_the_broker_up_delivers_all_it_recorded(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Killed the instant its last event left it, the app loses nothing: the sender process
+    delivers every event it was given, each once, then exits."""
+    total = 5000
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            APP,
+            kafka.bootstrap_servers,
+            str(tmp_path / "spool"),
+            kafka.topic_namespace,
+            str(total),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        sender = int(app.stdout.readline())
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait(60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait(60)
+    wait_until(lambda: exited(sender))
+    received = read_topic(kafka, topics.INTERACTIONS)
+    seqs = sorted(int(value["metadata"]["seq"]) for _, value in received)
+    assert seqs == list(range(total)), "lost or duplicated events"
+    assert_in_order_per_session(received)

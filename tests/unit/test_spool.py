@@ -16,6 +16,7 @@ from producers.spool import (
     Spool,
     SpoolError,
     decode_body,
+    decode_record,
     encode_record,
     open_spool,
     scan,
@@ -225,3 +226,30 @@ def test_a_cursor_that_outlived_its_segments_never_hides_new_ones(tmp_path: Path
     third = _open(directory)
     assert _read_all(third) == _records(4)
     third.close()
+
+
+def test_extend_writes_what_append_writes(tmp_path: Path) -> None:
+    """The sender's fast path: same bytes, same segments, same bound, rolls and all."""
+    records = [encode_record(*r) for r in _records(400)]
+    by_append = _open(tmp_path / "a", max_bytes=1 << 13, segment_bytes=1 << 10)
+    by_extend = _open(tmp_path / "e", max_bytes=1 << 13, segment_bytes=1 << 10)
+    written = [0, 0]
+    for start in range(0, len(records), 37):
+        batch = records[start : start + 37]
+        written[0] += len(by_append.append(batch))
+        written[1] += by_extend.extend(batch)
+    assert written[0] == written[1] < len(records)  # the bound was reached the same way
+    assert by_extend.extend([]) == 0
+    for name in ("a", "e"):
+        assert len(list((tmp_path / name).glob("*.seg"))) > 3
+    a, e = sorted((tmp_path / "a").glob("*.seg")), sorted((tmp_path / "e").glob("*.seg"))
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in e]
+    by_append.close()
+    by_extend.close()
+
+
+def test_decode_record_reads_what_encode_record_wrote() -> None:
+    for topic, key, value in [("t", None, b""), ("tø", b"", b"x"), ("ns.t", b"k" * 300, b"\x00" * 70_000)]:
+        assert decode_record(encode_record(topic, key, value)) == (topic, key, value)
+    with pytest.raises(ValueError, match="key runs past"):
+        decode_record(encode_record("t", b"key", b"")[:-2])
