@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -98,6 +98,10 @@ class Pipeline:
         self.records_store: Any = None
         self.windows_store: Any = None
         self.consumer: Any = None
+        # Whether Faust has recovered the tables of the current assignment and no rebalance is
+        # under way: from then on every assigned input partition gets its state, even one that
+        # no event comes to.
+        self.recovered: Callable[[], bool] = lambda: False
         self.window_ms = self.pipeline.metrics_window_s * 1000
         self._topic_of = {
             "joined": names.joined,
@@ -241,10 +245,14 @@ class Pipeline:
             return False
         if high is None:
             return False  # no fetch response yet: nothing is known about its end
-        handed = consumer._read_offset.get(tp)  # last offset the fetcher handed to the streams
+        # Faust's read offset is the last offset its fetcher handed over, or, until it hands one
+        # over after a seek, the committed position (the next offset to read).
+        handed = consumer._read_offset.get(tp)
         processed = self.read_offsets.get((tp.topic, tp.partition))
         if handed is None:
             return None if high > 0 else True
+        if processed is None:  # nothing went through yet in this assignment
+            return bool(handed >= high)
         return bool(processed == handed and handed + 1 >= high)
 
     async def _position_at_end(self, tp: TP) -> bool:
@@ -255,11 +263,23 @@ class Pipeline:
             return False
         return position is not None and high is not None and position >= high
 
+    def _restore_assigned(self) -> None:
+        # A partition whose input was all read before a restart gets no event in this run, yet its
+        # recovered records may still wait to settle: restore it so the idle watermark reaches them.
+        if self.consumer is None or not self.recovered():
+            return
+        for tp in self.consumer.assignment():
+            if tp.topic == self.names.interactions and tp.partition not in self.partitions:
+                self._partition(tp.partition)
+
     async def tick(self) -> None:
         """Let quiet partitions' watermarks follow the wall clock (settles the last interactions)."""
-        if not self.partitions or self.consumer is None:
+        if self.consumer is None:
             return
         async with self.lock:
+            self._restore_assigned()
+            if not self.partitions:
+                return
             now_ms = int(time.time() * 1000)
             out: list[Emit | LostEvent] = []
             for partition in list(self.partitions):
@@ -434,6 +454,17 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         async with pipeline.lock:
             pipeline.forget(revoked)
 
+    # Faust sends on_rebalance_complete once the tables of an assignment are recovered, and clears
+    # ``rebalancing`` right after (it stays set if another rebalance began meanwhile).
+    completed_generation: list[int] = [-1]
+
+    async def on_recovered(_app: Any, *args: Any, signal: Any, **_: Any) -> None:
+        completed_generation[0] = app.consumer_generation_id
+
+    pipeline.recovered = lambda: (
+        not app.rebalancing and completed_generation[0] == app.consumer_generation_id
+    )
     app.on_partitions_revoked.connect(cast(Any, on_revoked))  # mode types the receiver narrowly
+    app.on_rebalance_complete.connect(cast(Any, on_recovered))
 
     return app, pipeline

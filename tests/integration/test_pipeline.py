@@ -19,7 +19,13 @@ from confluent_kafka import Producer
 from rapidfuzz.distance import Levenshtein
 
 from feedbackloop.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
-from feedbackloop.supervise import WorkerProcess, pipeline_lag, settings_env, wait_until_drained
+from feedbackloop.supervise import (
+    OutcomeWatch,
+    WorkerProcess,
+    pipeline_lag,
+    settings_env,
+    wait_until_drained,
+)
 from producers.client import EventPublisher
 from producers.synthetic import Workload, WorkloadSpec, generate
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
@@ -284,6 +290,41 @@ def test_exact_after_sigkill_crashes_and_restarts(
 
     client = connect(settings.clickhouse)
     assert ground_truth_mismatches(client, settings.clickhouse.database, workload) == []
+
+
+def test_recovered_records_settle_after_a_restart_with_no_new_input(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """A worker dies after reading every event but before settling them; its successor gets no
+    new event at all, yet restores those partitions and settles every interaction."""
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    events: list[InteractionEvent | FeedbackEvent | bytes] = []
+    for i in range(40):
+        event = InteractionEvent(
+            event_id=uuid.uuid4(), interaction_id=uuid.uuid4(), user_id=f"u{i}", session_id=f"s{i}",
+            prompt="p", prompt_version="v1", model="m", response="r", response_time_ms=5,
+            created_at=t0 + timedelta(milliseconds=i),
+        )  # fmt: skip
+        events.append(event)
+    # The first worker never lets the watermark follow the wall clock: nothing can settle.
+    holding = settings.model_copy(
+        update={"pipeline": PipelineSettings(idle_advance_s=3600, session_timeout_s=6.0)}
+    )
+    _publish(settings, events)
+    first = _start(holding, workers, tmp_path, "process")
+    deadline = time.monotonic() + 120
+    while pipeline_lag(settings)[0] > 0:  # every input read and its offset committed
+        assert time.monotonic() < deadline, _logs([first])
+        time.sleep(0.5)
+    watch = OutcomeWatch(settings)
+    try:
+        assert watch.poll(2.0) == 0, "nothing may settle while the watermark is held"
+    finally:
+        watch.close()
+    first.kill()
+
+    _start(settings, workers, tmp_path)
+    _drain_and_stop(settings, [w for w in workers if w.alive()], expected=len(events), timeout_s=180)
 
 
 def test_exact_with_two_workers_sharing_partitions(
