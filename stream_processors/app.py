@@ -461,9 +461,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     async def on_recovered(_app: Any, *args: Any, signal: Any, **_: Any) -> None:
         completed_generation[0] = app.consumer_generation_id
 
-    pipeline.recovered = lambda: (
-        not app.rebalancing and completed_generation[0] == app.consumer_generation_id
-    )
+    pipeline.recovered = lambda: not app.rebalancing and completed_generation[0] == app.consumer_generation_id
     app.on_partitions_revoked.connect(cast(Any, on_revoked))  # mode types the receiver narrowly
     app.on_rebalance_complete.connect(cast(Any, on_recovered))
 
