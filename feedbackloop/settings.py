@@ -148,8 +148,8 @@ class ProducerSettings(BaseModel):
     sender_linger_ms: float = Field(
         20.0,
         ge=0,
-        description="While busy, the sender thread lets events gather this long between rounds: "
-        "fewer GIL hand-offs keep record_* calls short on the callers' threads.",
+        description="While busy, the sender (in its own process) lets events gather this long "
+        "between rounds, so each round hands librdkafka and the spool a larger batch.",
     )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     close_timeout_s: float = Field(

@@ -2,7 +2,8 @@
 
 ``FeedbackClient`` is the SDK (typed calls, never blocking, spooling to disk while the broker is
 away); ``Experiment`` assigns users to prompt variants by consistent hashing; ``EventPublisher`` is
-the minimal synchronous-flush publisher used by tools and tests.
+the minimal synchronous-flush publisher used by tools and tests; ``fetch_impact`` tells an app
+what a user's corrections changed (for "your feedback helped" messages).
 
 The names below are imported on first use: the SDK's sender process
 (``python -m producers.sender_main``) imports this package too, and needs none of pydantic, the
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from producers.assignment import Assignment, Experiment, assign_variant
     from producers.client import DeliveryError, EventPublisher
     from producers.errors import BufferFullError, ClientClosedError
+    from producers.impact import UserImpact, fetch_impact
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender import Mode
 
@@ -29,6 +31,8 @@ _HOMES = {
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
     "ClientClosedError": "producers.errors",
+    "UserImpact": "producers.impact",
+    "fetch_impact": "producers.impact",
     "FeedbackClient": "producers.sdk",
     "InteractionLike": "producers.sdk",
     "InteractionRef": "producers.sdk",
@@ -62,5 +66,7 @@ __all__ = [
     "InteractionRef",
     "Mode",
     "TimedInteraction",
+    "UserImpact",
     "assign_variant",
+    "fetch_impact",
 ]
