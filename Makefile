@@ -50,6 +50,12 @@ format: $(STAMP) ## Apply ruff's formatting and import order
 report: $(STAMP) ## The weekly improvement report (terminal + report.html)
 	$(FL) report --out report.html
 
+experiments: $(STAMP) ## Running prompt experiments and their latest decisions
+	$(FL) experiments list
+
+alerts: $(STAMP) ## Follow the quality regression alerts as they are raised and resolved
+	$(FL) alerts tail
+
 bench: $(STAMP) ## Throughput and latency figures of the pipeline (prints them)
 	$(FL) bench
 
@@ -57,4 +63,4 @@ clean: ## Remove local state (chdb data, broker data) — not the jar cache
 	-$(FL) stack down
 	rm -rf .feedbackloop
 
-.PHONY: help install jars stack-up stack-down demo test unit lint format report bench clean
+.PHONY: help install jars stack-up stack-down demo test unit lint format report experiments alerts bench clean

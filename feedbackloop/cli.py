@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop import localstack
+from feedbackloop import cli_experiments, cli_insights, localstack
 from feedbackloop.settings import Settings
 from feedbackloop.worker import Stage
 
@@ -115,10 +115,13 @@ def migrate_cmd() -> None:
 
 @app.command("worker")
 def worker_cmd(
-    stage: Annotated[Stage, typer.Option(help="all = processors + sink; or one stage alone.")] = Stage.all,
+    stage: Annotated[
+        Stage,
+        typer.Option(help="all = processors + sink + experiment evaluator (children); or one stage alone."),
+    ] = Stage.all,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "info",
 ) -> None:
-    """Run the pipeline: Faust processors (join, signals, windows) and the ClickHouse sink."""
+    """Run the pipeline: Faust processors, the ClickHouse sink, the experiment evaluator."""
     from feedbackloop import worker
 
     settings = _settings()
@@ -209,6 +212,8 @@ def _print_demo_results(settings: Settings, out: Console) -> None:
     print_report(report, out, issues_only=True)
     out.print(f"weekly report with plots: [bold]{path}[/bold]")
     client.close()
+    out.rule("experiment decisions")
+    cli_experiments.print_latest_decisions(settings, out)
 
 
 @app.command("schemas")
@@ -288,8 +293,8 @@ def main() -> None:
     app()
 
 
-app.add_typer(__import__("feedbackloop.cli_insights", fromlist=["app"]).app)  # report prompts insights impact
-__import__("feedbackloop.cli_experiments", fromlist=["register"]).register(app)  # experiments, alerts
+app.add_typer(cli_insights.app)  # report, prompts, insights, impact
+cli_experiments.register(app)  # experiments, alerts
 
 if __name__ == "__main__":
     main()

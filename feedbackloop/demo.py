@@ -3,7 +3,8 @@
 Starts the local broker if it is not running (and stops it again at the end), gives the run
 topics of its own and a fresh ``demo`` database, runs a worker, publishes the seed's scenario —
 v1.0 and v1.1 in an 80/20 experiment, regenerated about 35 % and 18 % of the time — waits until
-every interaction's outcome is in ClickHouse, stops the worker and prints what analysts see.
+every interaction's outcome is in ClickHouse, stops the worker and prints what analysts see and
+what the experiment evaluator decided.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from producers.client import EventPublisher
 from producers.synthetic import WorkloadSpec, generate
 from schemas import topics
 from sinks.clickhouse import connect, migrate
+from stream_processors.experiments.store import create_experiment, new_experiment
 
 DEMO_DATABASE = "demo"
+DEMO_EXPERIMENT = "exp-v1.1-vs-v1.0"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ def run_demo(
         )
     try:
         ensure_topics(settings.kafka, public_topic_names(settings.kafka))
+        create_experiment(settings.kafka, new_experiment(DEMO_EXPERIMENT, "v1.0", "v1.1", split=(80, 20)))
+        console.print(
+            f"[green]✓[/green] experiment [bold]{DEMO_EXPERIMENT}[/bold] created: v1.0 (control, 80 %) "
+            "vs v1.1 (treatment, 20 %)"
+        )
         client = connect(settings.clickhouse)
         client.command(f"DROP DATABASE IF EXISTS {DEMO_DATABASE}")
         migrate(client, DEMO_DATABASE)
@@ -92,7 +100,7 @@ def run_demo(
 
         workload = generate(
             WorkloadSpec(
-                interactions=interactions, users=users, seed=2, experiment_id="exp-v1.1-vs-v1.0",
+                interactions=interactions, users=users, seed=2, experiment_id=DEMO_EXPERIMENT,
                 split={"v1.0": 80, "v1.1": 20},
             )
         )  # fmt: skip
