@@ -47,8 +47,8 @@ format: $(STAMP) ## Apply ruff's formatting and import order
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
-report: $(STAMP) ## The weekly improvement report (terminal + report.html)
-	$(FL) report --out report.html
+report: $(STAMP) ## The weekly improvement report (terminal + report.html); DATABASE=demo after make demo
+	$(FL) report --out report.html $(if $(DATABASE),--database $(DATABASE))
 
 experiments: $(STAMP) ## Running prompt experiments and their latest decisions
 	$(FL) experiments list
