@@ -306,6 +306,14 @@ def list_cmd(
             f"{shown.control.interactions:,}/{shown.treatment.interactions:,}" if shown else "",
             effect,
         )
+    if not experiments:
+        where = settings.kafka.topic_namespace or "(none)"
+        err.print(
+            f"[yellow]no experiment in topic namespace {where}: create one with `feedbackloop experiments "
+            "create`; a demo run's are under its own namespace (FEEDBACKLOOP_KAFKA__TOPIC_NAMESPACE="
+            "demo-…, printed at the end of `make demo`).[/yellow]"
+        )
+        return
     console.print(table)
 
 
