@@ -273,6 +273,14 @@ def list_cmd(
 
     settings = _settings()
     experiments = read_experiments(settings.kafka)
+    if not experiments:
+        where = settings.kafka.topic_namespace or "(none)"
+        err.print(
+            f"[yellow]no experiment in topic namespace {where}: create one with `feedbackloop experiments "
+            "create`; a demo run's are under its own namespace (FEEDBACKLOOP_KAFKA__TOPIC_NAMESPACE="
+            "demo-…, printed at the end of `make demo`).[/yellow]"
+        )
+        return
     latest: dict[str, ExperimentDecision] = {}
     for record in read_decisions(settings.kafka):
         known = experiments.get(record.experiment_id)
@@ -306,14 +314,6 @@ def list_cmd(
             f"{shown.control.interactions:,}/{shown.treatment.interactions:,}" if shown else "",
             effect,
         )
-    if not experiments:
-        where = settings.kafka.topic_namespace or "(none)"
-        err.print(
-            f"[yellow]no experiment in topic namespace {where}: create one with `feedbackloop experiments "
-            "create`; a demo run's are under its own namespace (FEEDBACKLOOP_KAFKA__TOPIC_NAMESPACE="
-            "demo-…, printed at the end of `make demo`).[/yellow]"
-        )
-        return
     console.print(table)
 
 

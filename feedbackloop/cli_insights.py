@@ -78,22 +78,21 @@ def report_cmd(
 ) -> None:
     """The weekly improvement report: top issues by frequency × severity, and the evidence behind them."""
     from feedbackloop.report import build_report, print_report, write_html
-    from feedbackloop.report_queries import latest_interaction
 
     settings = _settings()
     client, db = _connect(settings, database)
     try:
-        if latest_interaction(client, db) is None:
-            err.print(
-                f"[yellow]database {db} has no settled interactions yet: run a worker with traffic, "
-                "or after `make demo` look at its data with `--database demo`.[/yellow]"
-            )
         report = build_report(client, db, week, settings=settings.insights)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
         client.close()
+    if report.interactions == 0:
+        err.print(
+            f"[yellow]database {db} has no settled interactions in {report.week_label}: run a worker with "
+            "traffic, or after `make demo` look at its data with `--database demo`.[/yellow]"
+        )
     print_report(report, console)
     if out is not None:
         console.print(f"\nHTML report: [bold]{write_html(report, out)}[/bold]")
