@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from statistics import median
 
-from stream_processors.experiments import (
+from experiments import (
     Action,
     DetectorState,
     EventKind,

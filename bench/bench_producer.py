@@ -35,8 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from feedbackloop.kafka_io import delete_topics, ensure_topics
-from feedbackloop.settings import KafkaSettings, ProducerSettings, Settings
+from infra.kafka import delete_topics, ensure_topics
+from infra.settings import KafkaSettings, ProducerSettings, Settings
 from producers import FeedbackClient, InteractionLike
 from producers.wire import new_id
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics

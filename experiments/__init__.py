@@ -5,7 +5,7 @@ size; ``decision`` turns an experiment's statistics into continue / promote / re
 compares each prompt version with its own past and debounces the result into incidents.
 """
 
-from stream_processors.experiments.decision import (
+from experiments.decision import (
     Action,
     ArmSummary,
     Decision,
@@ -14,7 +14,7 @@ from stream_processors.experiments.decision import (
     Rule,
     evaluate,
 )
-from stream_processors.experiments.regression import (
+from experiments.regression import (
     Assessment,
     DetectorState,
     EventKind,
@@ -26,7 +26,7 @@ from stream_processors.experiments.regression import (
     assess,
     step,
 )
-from stream_processors.experiments.stats import (
+from experiments.stats import (
     ArmAccumulator,
     ArmStats,
     Effect,

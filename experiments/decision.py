@@ -30,7 +30,7 @@ revert (asymptotically). It is split by Bonferroni: ``primary_alpha`` for the tw
 ``guardrail_alpha`` for each guardrail's two-sided test (only its "worse" side acts).
 
 All metrics are lower-is-better, so the relative effect ``mean_T / mean_C - 1`` is negative for an
-improvement. See :mod:`stream_processors.experiments.stats` for the methods and their references.
+improvement. See :mod:`experiments.stats` for the methods and their references.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from stream_processors.experiments.stats import (
+from experiments.stats import (
     ArmStats,
     Metric,
     SrmResult,

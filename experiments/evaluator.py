@@ -4,7 +4,7 @@
 experiments of ``ai.experiments.v1``; :meth:`Evaluator.advance` returns what to publish: a
 :class:`~schemas.ExperimentDecision` whenever an experiment's decision changes, a
 :class:`~schemas.RegressionAlert` when a prompt version's incident opens or resolves, and, with auto-apply,
-the promoted/reverted revision of an experiment. ``stream_processors.experiments.service`` does the Kafka
+the promoted/reverted revision of an experiment. ``experiments.service`` does the Kafka
 side.
 
 Exact and replayable
@@ -63,6 +63,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from experiments.decision import (
+    Action,
+    Decision,
+    ExperimentConfig,
+    MetricResult,
+    evaluate,
+)
+from experiments.regression import (
+    DetectorState,
+    RegressionConfig,
+    RegressionEvent,
+    WindowObservation,
+    step,
+)
+from experiments.stats import ArmAccumulator, Metric, outcome_values
 from schemas import InteractionOutcome, format_ms, to_epoch_ms
 from schemas.experiments import (
     AlertKind,
@@ -80,24 +95,9 @@ from schemas.experiments import (
     SrmCheck,
     finite,
 )
-from stream_processors.experiments.decision import (
-    Action,
-    Decision,
-    ExperimentConfig,
-    MetricResult,
-    evaluate,
-)
-from stream_processors.experiments.regression import (
-    DetectorState,
-    RegressionConfig,
-    RegressionEvent,
-    WindowObservation,
-    step,
-)
-from stream_processors.experiments.stats import ArmAccumulator, Metric, outcome_values
 
 if TYPE_CHECKING:
-    from feedbackloop.settings import Settings
+    from infra.settings import Settings
 
 #: Namespace of the deterministic ids of decisions and alerts.
 _IDS = uuid.UUID("0b6f4c52-8a0e-4d83-a0f5-2f4f1b7f3c11")

@@ -59,7 +59,7 @@ from datetime import datetime
 from enum import StrEnum
 from statistics import NormalDist
 
-from stream_processors.experiments.stats import Metric, RatioMoments
+from experiments.stats import Metric, RatioMoments
 
 _NORMAL = NormalDist()
 _INCIDENT_NAMESPACE = uuid.UUID("6f0c1d3e-5b1a-4f53-9a57-3c1f1d6e8a20")

@@ -5,7 +5,7 @@ outcomes -- and one experiment arm's -- are spread over every partition, and the
 need all of them in one place. One consumer assigned to every partition does that; sharing partitions
 among Faust workers would need a repartition by experiment and user for no gain (the evaluator is light:
 ~8,000 outcomes/s on one core, parsing included). It is also what makes it exact: the state is a pure
-function of the log (:mod:`stream_processors.experiments.evaluator`), so it keeps no changelog and
+function of the log (:mod:`experiments.evaluator`), so it keeps no changelog and
 commits nothing it depends on. On every start it reads ``ai.experiments.v1`` and then
 ``ai.outcomes.v1`` from the beginning, rebuilds the same statistics, makes the same looks and derives the
 same decisions and alerts with the same ids; the ids already on the output topics (read first) are not
@@ -28,32 +28,21 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from feedbackloop.kafka_io import client_config, group_lag
-from feedbackloop.output_producer import OutputProducer
-from feedbackloop.settings import Settings
-from schemas import InteractionOutcome
-from schemas.experiments import Experiment, ExperimentDecision, RegressionAlert
-from stream_processors.experiments.evaluator import Emission, Evaluator, EvaluatorConfig
-from stream_processors.experiments.store import (
+from experiments.evaluator import Emission, Evaluator, EvaluatorConfig
+from experiments.store import (
     ExperimentTopics,
     ensure_experiment_topics,
     read_to_end,
     watermarks,
 )
+from infra.groups import lease_group_id, progress_group_id
+from infra.kafka import client_config, group_lag
+from infra.output_producer import OutputProducer
+from infra.settings import Settings
+from schemas import InteractionOutcome
+from schemas.experiments import Experiment, ExperimentDecision, RegressionAlert
 
 log = logging.getLogger(__name__)
-
-
-def lease_group_id(settings: Settings) -> str:
-    """Consumer group whose holder of partition 0 of the experiments topic is the active evaluator."""
-    ns = settings.kafka.topic_namespace
-    base = f"{settings.pipeline.app_id}-experiments"
-    return f"{ns}.{base}" if ns else base
-
-
-def progress_group_id(settings: Settings) -> str:
-    """Consumer group the evaluator commits its read offsets to (monitoring only; it always replays)."""
-    return f"{lease_group_id(settings)}-progress"
 
 
 def evaluator_lag(settings: Settings) -> int:

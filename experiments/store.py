@@ -26,9 +26,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 from pydantic import ValidationError
 
-from feedbackloop.kafka_io import client_config, ensure_topics, public_topic_names
-from feedbackloop.output_producer import OutputProducer
-from feedbackloop.settings import KafkaSettings, Settings
+from infra.kafka import client_config, ensure_topics, public_topic_names
+from infra.output_producer import OutputProducer
+from infra.settings import KafkaSettings, Settings
 from schemas import topics
 from schemas.experiments import Experiment, ExperimentDecision, RegressionAlert
 

@@ -22,9 +22,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from feedbackloop.kafka_io import ensure_topics, group_is_stable, public_topic_names
-from feedbackloop.settings import ClickHouseSettings, PipelineSettings, Settings
 from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
+from infra.groups import app_id, sink_group_id
+from infra.kafka import ensure_topics, group_is_stable, public_topic_names
+from infra.settings import ClickHouseSettings, PipelineSettings, Settings
 from producers.client import EventPublisher
 from producers.synthetic import WorkloadSpec, generate
 from schemas import InteractionEvent, topics
@@ -155,9 +156,6 @@ def run_pipeline_bench(
 
 def _wait_ready(settings: Settings, worker: WorkerProcess, timeout_s: float = 120) -> None:
     """Until both stages' consumer groups are stable with members (so startup is not timed)."""
-    from sinks.runner import sink_group_id
-    from stream_processors.app import app_id
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not worker.alive():

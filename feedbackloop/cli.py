@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import sys
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
@@ -15,50 +11,44 @@ from rich.console import Console
 from rich.table import Table
 
 from feedbackloop import cli_experiments, cli_insights, localstack
-from feedbackloop.settings import Settings
+from feedbackloop.context import connect_or_exit, load_settings
+from feedbackloop.output import OutputFormat, console, fail, print_rows
 from feedbackloop.worker import Stage
+from infra.clickhouse import query_rows
+from infra.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka (no Docker needed).")
 app.add_typer(stack_app, name="stack")
 
-console = Console()
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    return Settings()
-
 
 @stack_app.command("fetch")
 def stack_fetch() -> None:
     """Fetch the broker's jars from Maven Central into the cache."""
-    settings = _settings()
+    settings = load_settings()
     try:
         path = localstack.fetch_jars(settings.stack)
     except localstack.StackError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"Kafka {settings.stack.kafka_version} jars in {path}")
 
 
 @stack_app.command("up")
 def stack_up() -> None:
     """Start Kafka on 127.0.0.1 (idempotent), wait until it answers, create the topics."""
-    settings = _settings()
+    settings = load_settings()
     try:
         with console.status(f"starting Kafka {settings.stack.kafka_version} (KRaft) on 127.0.0.1 ..."):
             st = localstack.up(settings.stack, settings.kafka)
     except localstack.StackError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"Kafka is up at [bold]{st.bootstrap}[/bold] (pid {st.pid}); log: {st.log_file}")
 
 
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the broker that ``stack up`` started (and nothing else)."""
-    settings = _settings()
+    settings = load_settings()
     stopped = localstack.down(settings.stack)
     console.print("Kafka stopped" if stopped else "Kafka was not running (nothing of ours to stop)")
 
@@ -66,7 +56,7 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Say whether the local broker runs."""
-    st = localstack.status(_settings().stack)
+    st = localstack.status(load_settings().stack)
     if st.running:
         console.print(f"running: pid {st.pid} at {st.bootstrap}; data {st.data_dir}; log {st.log_file}")
     else:
@@ -84,28 +74,16 @@ def collector(
     """Serve the HTTP collector: browsers and mobile apps POST events, we publish them to Kafka."""
     from producers.collector import serve
 
-    serve(_settings(), host=host, port=port)
-
-
-class OutputFormat(StrEnum):
-    """How ``query`` prints rows."""
-
-    table = "table"
-    csv = "csv"
-    json = "json"
+    serve(load_settings(), host=host, port=port)
 
 
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Create the ClickHouse database, tables and views (numbered migrations, applied once)."""
-    from sinks.clickhouse import ClickHouseBusyError, connect, migrate
+    from sinks.clickhouse import migrate
 
-    settings = _settings()
-    try:
-        client = connect(settings.clickhouse)
-    except ClickHouseBusyError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    settings = load_settings()
+    client = connect_or_exit(settings)
     applied = migrate(client, settings.clickhouse.database)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing new"
     console.print(
@@ -124,7 +102,7 @@ def worker_cmd(
     """Run the pipeline: Faust processors, the ClickHouse sink, the experiment evaluator."""
     from feedbackloop import worker
 
-    settings = _settings()
+    settings = load_settings()
     logging.basicConfig(
         level=loglevel.upper() if loglevel != "warn" else "WARNING",
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
@@ -151,24 +129,13 @@ def query_cmd(
     ] = None,
 ) -> None:
     """Run SQL against the configured ClickHouse (chdb: only while no worker holds its directory)."""
-    from sinks.clickhouse import ClickHouseBusyError, connect, query_rows
-
-    settings = _settings()
-    if database:
-        settings = settings.model_copy(
-            update={"clickhouse": settings.clickhouse.model_copy(update={"database": database})}
-        )
-    try:
-        client = connect(settings.clickhouse)
-    except ClickHouseBusyError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    settings = load_settings(database)
+    client = connect_or_exit(settings)
     try:
         client.command(f"USE {settings.clickhouse.database}")
         columns, rows = query_rows(client, sql)
     except Exception as exc:
-        err.print(f"[red]query failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"query failed: {exc}")
     print_rows(columns, rows, output)
 
 
@@ -182,11 +149,10 @@ def demo_cmd(
 
     try:
         result = run_demo(
-            _settings(), console, interactions=interactions, users=users, after=_print_demo_results
+            load_settings(), console, interactions=interactions, users=users, after=_print_demo_results
         )
     except (localstack.StackError, RuntimeError, TimeoutError) as exc:
-        err.print(f"[red]demo failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"demo failed: {exc}")
     ch = result.settings.clickhouse
     look = f"feedbackloop query --database {ch.database} 'SELECT * FROM prompt_version_summary'"  # noqa: S608
     console.print(
@@ -197,15 +163,16 @@ def demo_cmd(
 
 
 def _print_demo_results(settings: Settings, out: Console) -> None:
-    from feedbackloop.report import build_report, print_report, write_html
-    from sinks.clickhouse import connect, query_rows
+    from reporting.html import write_html
+    from reporting.model import build_report
+    from reporting.terminal import print_report
 
-    client = connect(settings.clickhouse)
+    client = connect_or_exit(settings)
     client.command(f"USE {settings.clickhouse.database}")
     for title in ("regeneration_rates", "prompt_version_summary"):
         columns, rows = query_rows(client, f"SELECT * FROM {title}")  # noqa: S608 - a view name of ours
         out.rule(title)
-        print_rows(columns, rows, transpose=title == "prompt_version_summary")
+        print_rows(columns, rows, transpose=title == "prompt_version_summary", out=out)
     report = build_report(client, settings.clickhouse.database, settings=settings.insights)
     path = write_html(report, settings.stack.home.resolve() / "report.html")
     out.rule("top issues this week")
@@ -235,12 +202,11 @@ def bench_cmd(
     """Measure the pipeline end to end on the local broker and chdb, and its compute ceiling."""
     from feedbackloop.bench import run_pipeline_bench
 
-    settings = _settings()
+    settings = load_settings()
     try:
         localstack.up(settings.stack, settings.kafka)
     except localstack.StackError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     with console.status(f"benchmarking the pipeline with {interactions:,} interactions ..."):
         figures = run_pipeline_bench(settings, interactions, rate)
     table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark (1 worker process)")
@@ -255,39 +221,6 @@ def bench_cmd(
     console.print(table)
 
 
-def print_rows(
-    columns: list[str],
-    rows: list[list[Any]],
-    output: OutputFormat = OutputFormat.table,
-    *,
-    transpose: bool = False,
-) -> None:
-    """Print query results as a rich table (``transpose``: one column per row), CSV or JSON lines."""
-    if output is OutputFormat.json:
-        for row in rows:
-            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
-    elif output is OutputFormat.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    elif transpose:
-        table = Table(columns[0], *(_cell(row[0]) for row in rows), box=box.SIMPLE_HEAVY)
-        for index, name in enumerate(columns[1:], 1):
-            table.add_row(name, *(_cell(row[index]) for row in rows))
-        console.print(table)
-    else:
-        table = Table(*columns, box=box.SIMPLE_HEAVY)
-        for row in rows:
-            table.add_row(*(_cell(v) for v in row))
-        console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
 def main() -> None:
     """Entry point of the console script."""
     app()
@@ -300,4 +233,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["OutputFormat", "app", "main", "print_rows"]
+__all__ = ["app", "main"]

@@ -20,8 +20,23 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import Settings
+from experiments.evaluator import apply_decision, changed_status
+from experiments.store import (
+    ExperimentExistsError,
+    ExperimentNotFoundError,
+    ExperimentTopics,
+    create_experiment,
+    get_experiment,
+    latest_decisions,
+    new_experiment,
+    publish_experiment,
+    read_decisions,
+    read_experiments,
+)
+from feedbackloop.context import load_settings
+from feedbackloop.output import console, err, fail
+from infra.kafka import client_config
+from infra.settings import Settings
 from schemas.experiments import (
     AlertKind,
     DecisionAction,
@@ -38,24 +53,12 @@ experiments_app = typer.Typer(
 )
 alerts_app = typer.Typer(no_args_is_help=True, help="Regression alerts of prompt versions.")
 
-console = Console()
-err = Console(stderr=True)
-
 
 class Format(StrEnum):
     """How records are printed."""
 
     table = "table"
     json = "json"
-
-
-def _settings() -> Settings:
-    return Settings()
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]{message}[/red]")
-    return typer.Exit(code)
 
 
 # ------------------------------------------------------------------ printing
@@ -163,7 +166,6 @@ def print_latest_decisions(settings: Settings, out: Console | None = None) -> in
 
     For ``make demo``: call it after the worker stopped (its evaluator publishes the last looks on stop).
     """
-    from stream_processors.experiments.store import latest_decisions
 
     out = out or console
     decisions = latest_decisions(settings)
@@ -233,9 +235,8 @@ def create_cmd(
     ] = False,
 ) -> None:
     """Start an experiment: the evaluator decides on it from the next window on."""
-    from stream_processors.experiments.store import ExperimentExistsError, create_experiment, new_experiment
 
-    settings = _settings()
+    settings = load_settings()
     fields: dict[str, Any] = {
         "split": _split(split),
         "primary_metric": primary,
@@ -250,9 +251,9 @@ def create_cmd(
         experiment = new_experiment(experiment_id, control, treatment, **fields)
         create_experiment(settings.kafka, experiment, replace=replace)
     except ValidationError as exc:
-        raise _fail(f"invalid experiment: {exc.errors()[0]['msg']}", 2) from exc
+        fail(f"invalid experiment: {exc.errors()[0]['msg']}", 2)
     except ExperimentExistsError as exc:
-        raise _fail(str(exc), 2) from exc
+        fail(str(exc), 2)
     console.print(
         f"experiment [bold]{experiment_id}[/bold] running: {control} (control) vs {treatment} (treatment), "
         f"split {experiment.split[0]}/{experiment.split[1]}, primary {primary.value}, guardrails "
@@ -269,9 +270,8 @@ def list_cmd(
     output: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
 ) -> None:
     """Every experiment with its status and current decision."""
-    from stream_processors.experiments.store import read_decisions, read_experiments
 
-    settings = _settings()
+    settings = load_settings()
     experiments = read_experiments(settings.kafka)
     if not experiments:
         where = settings.kafka.topic_namespace or "(none)"
@@ -323,13 +323,12 @@ def show_cmd(
     output: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
 ) -> None:
     """An experiment's configuration, its current decision with the numbers, and its history."""
-    from stream_processors.experiments.store import ExperimentNotFoundError, get_experiment, read_decisions
 
-    settings = _settings()
+    settings = load_settings()
     try:
         exp = get_experiment(settings.kafka, experiment_id)
     except ExperimentNotFoundError as exc:
-        raise _fail(str(exc), 2) from exc
+        fail(str(exc), 2)
     history = [
         d for d in read_decisions(settings.kafka, experiment_id) if d.experiment_created_at == exp.created_at
     ]
@@ -369,47 +368,34 @@ def show_cmd(
 @experiments_app.command("stop")
 def stop_cmd(experiment_id: Annotated[str, typer.Argument(help="The experiment.")]) -> None:
     """Stop deciding on an experiment (without promoting or reverting)."""
-    from stream_processors.experiments.evaluator import changed_status
-    from stream_processors.experiments.store import (
-        ExperimentNotFoundError,
-        get_experiment,
-        publish_experiment,
-    )
 
-    settings = _settings()
+    settings = load_settings()
     try:
         exp = get_experiment(settings.kafka, experiment_id)
     except ExperimentNotFoundError as exc:
-        raise _fail(str(exc), 2) from exc
+        fail(str(exc), 2)
     if not exp.is_running:
-        raise _fail(f"experiment {experiment_id} is {exp.status.value} already", 2)
+        fail(f"experiment {experiment_id} is {exp.status.value} already", 2)
     publish_experiment(settings.kafka, changed_status(exp, ExperimentStatus.STOPPED, datetime.now(UTC)))
     console.print(f"experiment [bold]{experiment_id}[/bold] stopped")
 
 
 def _apply(experiment_id: str, action: str, note: str, force: bool, by: str | None) -> None:
-    from stream_processors.experiments.evaluator import apply_decision
-    from stream_processors.experiments.store import (
-        ExperimentNotFoundError,
-        get_experiment,
-        publish_experiment,
-        read_decisions,
-    )
 
-    settings = _settings()
+    settings = load_settings()
     try:
         exp = get_experiment(settings.kafka, experiment_id)
     except ExperimentNotFoundError as exc:
-        raise _fail(str(exc), 2) from exc
+        fail(str(exc), 2)
     if exp.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
-        raise _fail(f"experiment {experiment_id} is {exp.status.value} already", 2)
+        fail(f"experiment {experiment_id} is {exp.status.value} already", 2)
     history = [
         d for d in read_decisions(settings.kafka, experiment_id) if d.experiment_created_at == exp.created_at
     ]
     decision = history[-1] if history else None
     if (decision is None or decision.action.value != action) and not force:
         current = f"{decision.action.value} ({decision.rule.value})" if decision else "no decision yet"
-        raise _fail(
+        fail(
             f"the evaluator's decision for {experiment_id} is {current}, not {action}: "
             f"pass --force to {action} anyway (it is recorded with the numbers as they are)",
             3,
@@ -476,9 +462,8 @@ def tail_cmd(
     ``--format json`` prints each record as one JSON line, ready to pipe into a webhook bridge
     (docs/experiments.md has one for Alertmanager and PagerDuty).
     """
-    from stream_processors.experiments.store import ExperimentTopics
 
-    settings = _settings()
+    settings = load_settings()
     topic = ExperimentTopics.of(settings.kafka).alerts
     consumer = Consumer(
         client_config(
@@ -493,7 +478,7 @@ def tail_cmd(
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            raise _fail(f"no topic {topic}: is the evaluator running (feedbackloop worker)?", 2)
+            fail(f"no topic {topic}: is the evaluator running (feedbackloop worker)?", 2)
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in meta.partitions])
         at_end: set[int] = set()

@@ -8,18 +8,23 @@ directory: with chdb these commands work while no worker runs).
 from __future__ import annotations
 
 import getpass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from clickhouse_connect.driver.client import Client
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from feedbackloop.prompts import PromptRegistry, PromptVersion, RegistryError, mirror, now
-from feedbackloop.settings import Settings
+from feedbackloop.context import connect_or_exit, load_settings
+from feedbackloop.output import console, err, fail, print_rows
+from infra.clickhouse import ClickHouseBusyError, connect, query_rows
+from infra.settings import Settings
+from producers.impact import fetch_impact
+from reporting.prompts import PromptRegistry, PromptVersion, RegistryError, mirror, now
+from reporting.queries import rows, sync_insight_settings
+from sinks.clickhouse import migrate
 
 app = typer.Typer(add_completion=False)
 prompts_app = typer.Typer(
@@ -29,33 +34,20 @@ insights_app = typer.Typer(no_args_is_help=True, help="Edit patterns, segments a
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(insights_app, name="insights")
 
-console = Console()
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    return Settings()
-
 
 def _registry(settings: Settings) -> PromptRegistry:
     try:
         return PromptRegistry.load(settings.insights.prompt_registry)
     except RegistryError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 def _connect(settings: Settings, database: str | None = None) -> tuple[Client, str]:
     """A client with the registry and thresholds mirrored (exit 2 when chdb is busy)."""
-    from feedbackloop.report_queries import sync_insight_settings
-    from sinks.clickhouse import ClickHouseBusyError, connect, migrate
-
-    db = database or settings.clickhouse.database
-    try:
-        client = connect(settings.clickhouse)
-    except ClickHouseBusyError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    if database:
+        settings = load_settings(database)
+    db = settings.clickhouse.database
+    client = connect_or_exit(settings)
     migrate(client, db)
     mirror(_registry(settings), client, db)
     sync_insight_settings(client, db, settings.insights)
@@ -77,15 +69,16 @@ def report_cmd(
     database: DatabaseOption = None,
 ) -> None:
     """The weekly improvement report: top issues by frequency × severity, and the evidence behind them."""
-    from feedbackloop.report import build_report, print_report, write_html
+    from reporting.html import write_html
+    from reporting.model import build_report
+    from reporting.terminal import print_report
 
-    settings = _settings()
+    settings = load_settings()
     client, db = _connect(settings, database)
     try:
         report = build_report(client, db, week, settings=settings.insights)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     finally:
         client.close()
     if report.interactions == 0:
@@ -116,12 +109,9 @@ def prompts_add(
     ] = None,
 ) -> None:
     """Register a prompt version: its text, parent, the one change it makes and why."""
-    from datetime import UTC
-
-    settings = _settings()
+    settings = load_settings()
     if (text is None) == (text_file is None):
-        err.print("[red]give the prompt's text with exactly one of --text and --text-file[/red]")
-        raise typer.Exit(1)
+        fail("give the prompt's text with exactly one of --text and --text-file")
     body = text if text is not None else Path(text_file or "").read_text(encoding="utf-8")
     registry = _registry(settings)
     try:
@@ -137,16 +127,13 @@ def prompts_add(
         )
         registry.add(entry)
     except ValueError as exc:  # RegistryError and pydantic's ValidationError
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     registry.save()
     console.print(f"registered [bold]{version}[/bold] in {registry.path}")
     _try_mirror(settings, registry)
 
 
 def _try_mirror(settings: Settings, registry: PromptRegistry) -> None:
-    from sinks.clickhouse import ClickHouseBusyError, connect, migrate
-
     try:
         client = connect(settings.clickhouse)
     except ClickHouseBusyError:
@@ -166,7 +153,7 @@ def _try_mirror(settings: Settings, registry: PromptRegistry) -> None:
 @prompts_app.command("list")
 def prompts_list() -> None:
     """Every registered version, oldest first."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     table = Table("version", "parent", "change", "author", "created", box=box.SIMPLE_HEAVY)
     for v in registry:
         table.add_row(v.version, v.parent or "", v.change, v.author, v.created_at.strftime("%Y-%m-%d %H:%M"))
@@ -180,15 +167,12 @@ def prompts_show(
     database: DatabaseOption = None,
 ) -> None:
     """One version in full, with its results against its parent (when ClickHouse is free)."""
-    from feedbackloop.report_queries import rows
-
-    settings = _settings()
+    settings = load_settings()
     registry = _registry(settings)
     try:
         v = registry.get(version)
     except RegistryError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     lineage = " ← ".join(x.version for x in registry.lineage(version))
     console.print(f"[bold]{v.version}[/bold]  ({lineage})  by {v.author}, {v.created_at:%Y-%m-%d %H:%M %Z}")
     console.print(f"[bold]change:[/bold] {v.change}\n[bold]why:[/bold] {v.reasoning or '–'}")
@@ -227,16 +211,13 @@ def prompts_show(
 @insights_app.command("sync")
 def insights_sync(database: DatabaseOption = None) -> None:
     """Mirror the prompt registry and the insight thresholds into ClickHouse."""
-    client, db = _connect(_settings(), database)
+    client, db = _connect(load_settings(), database)
     client.close()
     console.print(f"prompt registry and thresholds mirrored into [bold]{db}[/bold]")
 
 
 def _show_view(sql: str, database: str | None) -> None:
-    from feedbackloop.cli import print_rows
-    from sinks.clickhouse import query_rows
-
-    client, db = _connect(_settings(), database)
+    client, db = _connect(load_settings(), database)
     try:
         columns, found = query_rows(client, sql.replace("{db}", db))
     finally:
@@ -289,9 +270,7 @@ def impact_cmd(
     database: DatabaseOption = None,
 ) -> None:
     """A user's corrections and the users their feedback helped (what the SDK's fetch_impact returns)."""
-    from producers.impact import fetch_impact
-
-    client, db = _connect(_settings(), database)
+    client, db = _connect(load_settings(), database)
     try:
         impact = fetch_impact(client, db, user_id)
     finally:

@@ -19,15 +19,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments.store import create_experiment, new_experiment
 from feedbackloop import localstack
-from feedbackloop.kafka_io import ensure_topics, public_topic_names
-from feedbackloop.settings import Settings
 from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
+from infra.clickhouse import connect
+from infra.kafka import ensure_topics, public_topic_names
+from infra.settings import Settings
 from producers.client import EventPublisher
 from producers.synthetic import WorkloadSpec, generate
 from schemas import topics
-from sinks.clickhouse import connect, migrate
-from stream_processors.experiments.store import create_experiment, new_experiment
+from sinks.clickhouse import migrate
 
 DEMO_DATABASE = "demo"
 DEMO_EXPERIMENT = "exp-v1.1-vs-v1.0"

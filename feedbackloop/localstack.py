@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from feedbackloop.kafka_io import KafkaUnavailableError, ensure_topics, public_topic_names, wait_for_broker
-from feedbackloop.settings import KafkaSettings, StackSettings
+from infra.kafka import KafkaUnavailableError, ensure_topics, public_topic_names, wait_for_broker
+from infra.settings import KafkaSettings, StackSettings
 
 
 class StackError(RuntimeError):

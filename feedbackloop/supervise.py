@@ -20,9 +20,11 @@ from typing import IO
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from feedbackloop.kafka_io import client_config, group_lag
-from feedbackloop.settings import Settings
+from infra.groups import app_id, contributions_topic, sink_group_id
+from infra.kafka import client_config, group_lag
+from infra.settings import Settings
 from schemas import topics
+from sinks.runner import sink_topics
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -135,13 +137,9 @@ class OutcomeWatch:
 
 def pipeline_lag(settings: Settings) -> tuple[int, int]:
     """(processors' lag on their inputs, sink's lag on its topics), in messages."""
-    from sinks.runner import sink_group_id, sink_topics
-    from stream_processors.app import TopicNames, app_id
-
-    names = TopicNames.of(settings)
-    processing = group_lag(
-        settings.kafka, app_id(settings), [names.interactions, names.feedback, names.contributions]
-    )
+    ns = settings.kafka.topic_namespace
+    inputs = [topics.topic_name(topics.INTERACTIONS, ns), topics.topic_name(topics.FEEDBACK, ns)]
+    processing = group_lag(settings.kafka, app_id(settings), [*inputs, contributions_topic(settings)])
     sink = group_lag(settings.kafka, sink_group_id(settings), sink_topics(settings))
     return processing.total, sink.total
 

@@ -7,8 +7,6 @@ loop. SIGINT/SIGTERM stop them all gracefully: outputs are flushed, rows inserte
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -18,7 +16,10 @@ import threading
 from enum import StrEnum
 from types import FrameType
 
-from feedbackloop.settings import Settings
+from infra.groups import contributions_topic
+from infra.kafka import ensure_topics, public_topic_names
+from infra.process import die_with_parent
+from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,10 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
     """Run the Faust processors until SIGINT/SIGTERM; return the exit code."""
     import faust
 
-    from feedbackloop.kafka_io import ensure_topics, public_topic_names
-    from stream_processors.app import (
-        TopicNames,
-        create_app,
-    )
+    from stream_processors.app import create_app
 
     # Subscribing to a topic that does not exist yet makes Faust ignore it for good; create ours first.
-    ensure_topics(
-        settings.kafka, [*public_topic_names(settings.kafka), TopicNames.of(settings).contributions]
-    )
+    ensure_topics(settings.kafka, [*public_topic_names(settings.kafka), contributions_topic(settings)])
     app, _pipeline = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     try:
@@ -72,7 +67,7 @@ def run_sink(settings: Settings) -> int:
 
 def run_experiments(settings: Settings) -> int:
     """Run the experiment evaluator and regression watch until SIGINT/SIGTERM; return the exit code."""
-    from stream_processors.experiments.service import ExperimentService
+    from experiments.service import ExperimentService
 
     service = ExperimentService(settings)
 
@@ -85,14 +80,6 @@ def run_experiments(settings: Settings) -> int:
     return 0
 
 
-def _terminate_with_parent() -> None:
-    # If this worker dies without cleaning up (SIGKILL, OOM), the sink gets SIGTERM from the kernel
-    # and shuts down gracefully instead of holding the chdb directory as an orphan.
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def run_all(settings: Settings, loglevel: str = "info") -> int:
     """Sink and experiment evaluator in child processes, processors here; when one stops, stop the rest."""
     # The sink is started first: tools find it as the first child.
@@ -100,7 +87,7 @@ def run_all(settings: Settings, loglevel: str = "info") -> int:
         subprocess.Popen(
             [sys.executable, "-m", "feedbackloop.cli", "worker", "--stage", stage, "--loglevel", loglevel],
             env=os.environ.copy(),
-            preexec_fn=_terminate_with_parent,
+            preexec_fn=die_with_parent(),
         )
         for stage in (Stage.sink, Stage.experiments)
     ]

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from feedbackloop.settings import KafkaSettings
+from infra.settings import KafkaSettings
 from schemas import topics
 
 

@@ -13,8 +13,8 @@ import threading
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import KafkaSettings
+from infra.kafka import client_config
+from infra.settings import KafkaSettings
 
 
 class OutputDeliveryError(RuntimeError):

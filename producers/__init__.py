@@ -6,7 +6,7 @@ the minimal synchronous-flush publisher used by tools and tests; ``fetch_impact`
 what a user's corrections changed (for "your feedback helped" messages).
 
 The names below are imported on first use: the SDK's sender process
-(``python -m producers.sender_main``) imports this package too, and needs none of pydantic, the
+(``python -m producers.sender.main``) imports this package too, and needs none of pydantic, the
 contract or Prometheus (they would double its start-up time and its memory).
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from producers.errors import BufferFullError, ClientClosedError
     from producers.impact import UserImpact, fetch_impact
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
-    from producers.sender import Mode
+    from producers.sender.loop import Mode
 
 _HOMES = {
     "Assignment": "producers.assignment",
@@ -37,7 +37,7 @@ _HOMES = {
     "InteractionLike": "producers.sdk",
     "InteractionRef": "producers.sdk",
     "TimedInteraction": "producers.sdk",
-    "Mode": "producers.sender",
+    "Mode": "producers.sender.loop",
 }
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import KafkaSettings
-from producers.sender import SAFE_PRODUCER_CONFIG
+from infra.kafka import client_config
+from infra.settings import KafkaSettings
+from producers.sender.loop import SAFE_PRODUCER_CONFIG
 from schemas import FeedbackEvent, InteractionEvent, topics
 
 __all__ = ["SAFE_PRODUCER_CONFIG", "DeliveryError", "DeliveryStats", "EventPublisher"]

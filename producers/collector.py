@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import ValidationError
 
-from feedbackloop.settings import CollectorSettings, Settings
+from infra.settings import CollectorSettings, Settings
 from producers.sdk import BufferFullError, ClientClosedError, Event, FeedbackClient
 from schemas import FeedbackEvent, InteractionEvent
 

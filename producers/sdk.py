@@ -3,9 +3,9 @@
 A ``record_*`` call validates the event on the caller's thread (an app bug raises there, not in
 the dead-letter queue), serializes it to the bytes the spool and Kafka take, appends them to a
 bounded in-memory buffer and returns. A writer thread moves the buffer to the client's sender
-process in large writes (:mod:`producers.sender_process`); that process (:mod:`producers.sender`)
+process in large writes (:mod:`producers.sender.process`); that process (:mod:`producers.sender.loop`)
 does the rest, on its own interpreter: librdkafka while the broker is healthy, the on-disk spool
-(:mod:`producers.spool`) while it is not. The app's threads never wait for its work.
+(:mod:`producers.sender.spool`) while it is not. The app's threads never wait for its work.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from uuid import UUID
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from feedbackloop.settings import KafkaSettings, ProducerSettings, Settings
+from infra.settings import KafkaSettings, ProducerSettings, Settings
 from producers.assignment import Assignment
 from producers.errors import BufferFullError, ClientClosedError
-from producers.ipc import record_frame, topic_prefix
-from producers.sender import Mode
-from producers.sender_process import SenderProcess, sender_config
+from producers.sender.ipc import record_frame, topic_prefix
+from producers.sender.loop import Mode
+from producers.sender.process import SenderProcess, sender_config
 from producers.wire import event_json, new_id, now_ms
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
 

@@ -11,12 +11,13 @@ import html
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go  # type: ignore[import-untyped]  # plotly ships no type hints
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 
-from feedbackloop.report import Issue, Report
+from reporting.model import Issue, Report
 
 Row = dict[str, Any]
 
@@ -554,3 +555,12 @@ def _indicators(report: Report) -> str:
         _trend_plot(report, "completion_without_edit_rate", "Completion without edit", "plot-completion"),
     ]
     return f"<div class='grid'>{''.join(plots)}</div>" + _rates_table(report)
+
+
+def write_html(report: Report, path: Path | str) -> Path:
+    """Write the report as one self-contained HTML page (plots included, no network needed); return
+    its absolute path."""
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(report), encoding="utf-8")
+    return target

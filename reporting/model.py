@@ -3,7 +3,8 @@
 Teams run a weekly cycle — find the highest-impact problems, draft one prompt change, A/B test it,
 promote or revert, write down what they learned. This report serves the "find" and "document"
 steps. :func:`build_report` reads the insight views for one ISO week and returns a
-:class:`Report`; :func:`print_report` renders it in a terminal (rich) and :func:`write_html` as a
+:class:`Report`; ``reporting.terminal.print_report`` renders it in a terminal (rich) and
+``reporting.html.write_html`` as a
 self-contained HTML page with plots that works offline.
 
 **Ranking.** Candidate issues are regenerations (per version, and per spiking input category),
@@ -20,14 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from rich.console import Console
 
-from feedbackloop import report_queries as q
-from feedbackloop.settings import InsightSettings
+from infra.settings import InsightSettings
+from reporting import queries as q
 
 Row = dict[str, Any]
 
@@ -405,37 +404,11 @@ def _with_evidence(
     )
 
 
-# ----------------------------------------------------------------------------------- output
-
-
-def write_html(report: Report, path: Path | str) -> Path:
-    """Write the report as one self-contained HTML page (plots included, no network needed); return
-    its absolute path."""
-    from feedbackloop.report_html import render_html
-
-    target = Path(path).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(report), encoding="utf-8")
-    return target
-
-
-def print_report(report: Report, console: Console, *, issues_only: bool = False) -> None:
-    """Print the report's tables to ``console`` (rich); ``issues_only``: just the ranked issues."""
-    from feedbackloop.report_terminal import print_issues, render_terminal
-
-    if issues_only:
-        print_issues(report, console)
-    else:
-        render_terminal(report, console)
-
-
 __all__ = [
     "Disagreement",
     "Issue",
     "Report",
     "build_report",
-    "print_report",
     "rank_issues",
     "week_range",
-    "write_html",
 ]

@@ -1,4 +1,4 @@
-"""Reading the insight views (sinks/migrations/0005_insights.sql) for a time range.
+"""Reading the insight views (sinks/clickhouse/migrations/0005_insights.sql) for a time range.
 
 Every function returns plain rows (``dict`` per row, column name -> value) straight from the
 views, so what the report shows is what ClickHouse says. The views hold the logic; this module
@@ -13,7 +13,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.settings import InsightSettings
+from infra.settings import InsightSettings
 
 Row = dict[str, Any]
 

@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop.report import Report
+from reporting.model import Report
 
 
 def _pct(value: float | None) -> str:
@@ -181,3 +181,11 @@ def print_issues(report: Report, console: Console) -> None:
         console.print("No issue passed the thresholds this week.")
     else:
         console.print(table)
+
+
+def print_report(report: Report, console: Console, *, issues_only: bool = False) -> None:
+    """Print the report's tables to ``console`` (rich); ``issues_only``: just the ranked issues."""
+    if issues_only:
+        print_issues(report, console)
+    else:
+        render_terminal(report, console)

@@ -18,22 +18,17 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from pydantic import ValidationError
 
-from feedbackloop.kafka_io import client_config
-from feedbackloop.output_producer import OutputProducer
-from feedbackloop.settings import Settings
+from infra.clickhouse import connect
+from infra.groups import sink_group_id
+from infra.kafka import client_config
+from infra.output_producer import OutputProducer
+from infra.settings import Settings
 from schemas import DeadLetter, topics
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import migrate
+from sinks.clickhouse.writer import Pending, TableWriter
 from sinks.rows import TABLES, TableSpec
-from sinks.writer import Pending, TableWriter
 
 log = logging.getLogger(__name__)
-
-
-def sink_group_id(settings: Settings) -> str:
-    """Consumer group of the sink (namespaced like the topics)."""
-    ns = settings.kafka.topic_namespace
-    base = f"{settings.pipeline.app_id}-clickhouse-sink"
-    return f"{ns}.{base}" if ns else base
 
 
 def sink_topics(settings: Settings) -> list[str]:

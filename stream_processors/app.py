@@ -28,8 +28,9 @@ import faust
 import orjson
 from faust.types import TP
 
-from feedbackloop.output_producer import OutputProducer
-from feedbackloop.settings import Settings
+from infra.groups import app_id, contributions_topic
+from infra.output_producer import OutputProducer
+from infra.settings import Settings
 from schemas import DeadLetter, format_ms, to_epoch_ms, topics
 from stream_processors.decode import InvalidInputError, apply_event, decode_input
 from stream_processors.faust_transport import FastConsumer, FastTransport
@@ -64,15 +65,9 @@ class TopicNames:
             outcomes=topics.topic_name(topics.OUTCOMES, ns),
             metrics=topics.topic_name(topics.METRICS, ns),
             deadletter=topics.topic_name(topics.DEADLETTER, ns),
-            contributions=f"{app_id(settings)}-metric-contributions",
+            contributions=contributions_topic(settings),
             edit_operations=topics.topic_name(topics.EDIT_OPERATIONS, ns),
         )
-
-
-def app_id(settings: Settings) -> str:
-    """Faust app id (consumer group, internal topic prefix), namespaced like the topics."""
-    ns = settings.kafka.topic_namespace
-    return f"{ns}.{settings.pipeline.app_id}" if ns else settings.pipeline.app_id
 
 
 class _App(faust.App):

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
 from schemas import to_epoch_ms
 from stream_processors.decode import InvalidInputError, apply_event, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import orjson
 
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
 from schemas import format_ms
 from stream_processors.signals.edits import edit_operations
 from stream_processors.signals.outcome import (

@@ -3,7 +3,7 @@
 Kept free of pydantic, schemas and the settings, so the sender process starts quickly and small.
 
 **App → sender: one pipe** (the sender's stdin) carrying *frames*, which are spool records
-(:func:`producers.spool.encode_record`: length, CRC-32, topic, key, value) back to back. The
+(:func:`producers.sender.spool.encode_record`: length, CRC-32, topic, key, value) back to back. The
 sender writes a record frame to the spool as it is, without decoding or re-encoding it. A frame
 whose topic is empty (no Kafka topic can be empty) is a *control frame*; its value is a JSON
 object:
@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from producers.spool import MAX_RECORD_BYTES
+from producers.sender.spool import MAX_RECORD_BYTES
 
 _HEADER: Final = struct.Struct(">II")
 _KEY_LEN: Final = struct.Struct(">i")

@@ -1,6 +1,6 @@
 """The sender: from the in-memory buffer to librdkafka, or through the spool.
 
-It runs in the sender process (:mod:`producers.sender_main`), never in the app's: the buffer
+It runs in the sender process (:mod:`producers.sender.main`), never in the app's: the buffer
 holds record frames (encoded spool records) read from the app's pipe.
 
 * **direct** mode (broker healthy, spool empty): events go to librdkafka (idempotent, ``acks=all``,
@@ -19,7 +19,7 @@ arrive in order.
 
 Everything here runs on the one sender thread (librdkafka's callbacks run inside its ``poll``),
 except the few methods documented as safe for other threads. Its state is published after every
-round in a :class:`~producers.ipc.StatusBlock`, which the app reads from shared memory.
+round in a :class:`~producers.sender.ipc.StatusBlock`, which the app reads from shared memory.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.ipc import COUNTER_SLOTS, Slot, StatusBlock
-from producers.spool import Position, decode_record, open_spool
+from producers.sender.ipc import COUNTER_SLOTS, Slot, StatusBlock
+from producers.sender.spool import Position, decode_record, open_spool
 
 log = logging.getLogger("producers.sdk")
 
@@ -130,7 +130,7 @@ class _LibrdkafkaLog:
 class Sender:
     """Owns the spool, the librdkafka producer and the thread that moves records between them.
 
-    ``buffer`` holds record frames (:func:`producers.spool.encode_record`); whoever fills it
+    ``buffer`` holds record frames (:func:`producers.sender.spool.encode_record`); whoever fills it
     calls :meth:`notify`. ``status`` receives the counters and gauges after every round.
     """
 

@@ -1,6 +1,6 @@
-"""The sender process: ``python -m producers.sender_main MESSAGE_FD STATUS_FD``, started by a FeedbackClient.
+"""The sender process: ``python -m producers.sender.main MESSAGE_FD STATUS_FD``, started by a FeedbackClient.
 
-It reads frames (:mod:`producers.ipc`) from its stdin, the app's pipe, and hands the records to a
+It reads frames (:mod:`producers.sender.ipc`) from its stdin, the app's pipe, and hands the records to a
 :class:`~producers.sender.Sender` (librdkafka, or the spool while the broker is unwell). Its
 counters go to the shared-memory status block ``STATUS_FD``; its log records and the "ready"
 message to the pipe ``MESSAGE_FD``.
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Final
 
-from producers.ipc import (
+from producers.sender.ipc import (
     MAX_MESSAGE_BYTES,
     STATUS_BYTES,
     Slot,
@@ -44,8 +44,8 @@ from producers.ipc import (
     encode_message,
     split_frames,
 )
-from producers.sender import Sender, SenderConfig
-from producers.spool import SpoolError
+from producers.sender.loop import Sender, SenderConfig
+from producers.sender.spool import SpoolError
 
 log = logging.getLogger("producers.sdk")
 

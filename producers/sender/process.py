@@ -5,7 +5,7 @@ writer thread swaps the list out and hands it to ``os.writev`` (up to ``IOV_MAX`
 system call, with the GIL released while the kernel copies), so the app's process does no
 per-event Python work besides validating and serializing on the caller's thread. Everything
 else — librdkafka, the spool, the replay — runs in the sender process
-(:mod:`producers.sender_main`), on its own interpreter and GIL.
+(:mod:`producers.sender.main`), on its own interpreter and GIL.
 
 The sender process is started here, by the writer thread: ``PR_SET_PDEATHSIG`` fires when the
 thread that started a process ends, and the writer lives exactly as long as its sender process.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import logging
 import math
@@ -29,15 +28,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import producers
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.kafka import client_config
+from infra.process import die_with_parent
+from infra.settings import KafkaSettings, ProducerSettings
 from producers.errors import BufferFullError, ClientClosedError
-from producers.ipc import (
+from producers.sender.ipc import (
     COUNTER_SLOTS,
     STATUS_BYTES,
     Slot,
@@ -47,7 +47,7 @@ from producers.ipc import (
     is_control,
     split_messages,
 )
-from producers.sender import Mode, SenderConfig
+from producers.sender.loop import Mode, SenderConfig
 
 log = logging.getLogger("producers.sdk")
 
@@ -57,7 +57,6 @@ _IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 10
 # hand-offs (a CPU-bound caller gives the GIL up only every sys.getswitchinterval(), 5 ms).
 _WRITER_LINGER_S: Final = 0.005
 _IDLE_WAIT_S: Final = 1.0
-_PR_SET_PDEATHSIG: Final = 1
 
 
 def sender_config(kafka: KafkaSettings, producer: ProducerSettings) -> SenderConfig:
@@ -435,14 +434,14 @@ class SenderProcess:
                 fcntl.fcntl(data_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
             status = StatusBlock(mmap.mmap(status_fd, STATUS_BYTES))
             proc = subprocess.Popen(
-                [sys.executable, "-m", "producers.sender_main", str(message_write), str(status_fd)],
+                [sys.executable, "-m", "producers.sender.main", str(message_write), str(status_fd)],
                 stdin=data_read,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(message_write, status_fd),
                 env=_child_environment(),
                 # Its own session: a Ctrl-C in the terminal goes to the app, which closes it.
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
             child = _Child(proc, data_write, message_read, status)
             config = control_frame({"op": "config", "sender": self.config.to_dict()})
@@ -648,32 +647,6 @@ def _child_environment() -> dict[str, str]:
     if root not in paths and Path(root).name not in ("site-packages", "dist-packages"):
         env["PYTHONPATH"] = os.pathsep.join([root, *paths])
     return env
-
-
-_prctl: Callable[..., int] | None = None
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn asking the kernel to SIGTERM the sender process when its parent thread ends.
-
-    End of file on its pipe already tells the sender process the app is gone; this is the
-    backstop for a pipe that another process inherited. It runs between fork and exec, so it only
-    calls prctl through a function pointer resolved beforehand (no import, no allocation of note).
-    """
-    global _prctl
-    if _prctl is None and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl = _prctl
-    sigterm = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, sigterm)
-        if os.getppid() != parent_pid:  # the app died before prctl: nobody would send the signal
-            os._exit(1)
-
-    return preexec
 
 
 def _describe(code: int | None) -> str:

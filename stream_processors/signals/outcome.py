@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from feedbackloop.settings import SignalSettings
+from infra.settings import SignalSettings
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 from stream_processors.signals.distance import EditMeasures, measure_edit
 from stream_processors.signals.intent import is_clarifying_followup, is_rephrase

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from feedbackloop import localstack
-from feedbackloop.kafka_io import delete_topics, ensure_topics, public_topic_names, wait_for_broker
-from feedbackloop.settings import ClickHouseSettings, KafkaSettings, Settings, StackSettings
+from infra.kafka import delete_topics, ensure_topics, public_topic_names, wait_for_broker
+from infra.settings import ClickHouseSettings, KafkaSettings, Settings, StackSettings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

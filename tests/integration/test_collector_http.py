@@ -22,8 +22,8 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from feedbackloop.kafka_io import client_config, delete_topics, ensure_topics, public_topic_names
-from feedbackloop.settings import KafkaSettings
+from infra.kafka import client_config, delete_topics, ensure_topics, public_topic_names
+from infra.settings import KafkaSettings
 from schemas import topics
 
 TOKEN = "collector-test-token"

@@ -20,9 +20,21 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner
 
+from experiments.evaluator import Emission, Evaluator, EvaluatorConfig
+from experiments.store import (
+    ExperimentTopics,
+    create_experiment,
+    get_experiment,
+    latest_decisions,
+    new_experiment,
+    read_alerts,
+    read_decisions,
+    read_to_end,
+)
 from feedbackloop.cli import app
-from feedbackloop.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
 from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
+from infra.clickhouse import connect
+from infra.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
 from producers.client import EventPublisher
 from producers.synthetic import DEFAULT_PROFILES, VersionProfile, Workload, WorkloadSpec, generate
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, InteractionOutcome
@@ -35,18 +47,6 @@ from schemas.experiments import (
     ExperimentStatus,
     OutcomeMetric,
     RegressionAlert,
-)
-from sinks.clickhouse import connect
-from stream_processors.experiments.evaluator import Emission, Evaluator, EvaluatorConfig
-from stream_processors.experiments.store import (
-    ExperimentTopics,
-    create_experiment,
-    get_experiment,
-    latest_decisions,
-    new_experiment,
-    read_alerts,
-    read_decisions,
-    read_to_end,
 )
 
 #: v1.1 regenerates 18 % instead of 35 % and is no worse on anything else (more copies and accepts,

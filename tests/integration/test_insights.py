@@ -20,21 +20,21 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.kafka_io import delete_topics, ensure_topics, public_topic_names, wait_for_broker
-from feedbackloop.prompts import PromptRegistry, mirror
-from feedbackloop.report import build_report
-from feedbackloop.settings import (
+from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
+from infra.clickhouse import connect
+from infra.kafka import delete_topics, ensure_topics, public_topic_names, wait_for_broker
+from infra.settings import (
     ClickHouseSettings,
     InsightSettings,
     KafkaSettings,
     PipelineSettings,
     Settings,
 )
-from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
 from producers.client import EventPublisher
 from producers.impact import fetch_impact
+from reporting.model import build_report
+from reporting.prompts import PromptRegistry, mirror
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
-from sinks.clickhouse import connect
 from tests.support.patterns import PlantedWorkload, grafana_sql, planted_workload
 
 ALL_TIME = "start = '1970-01-01 00:00:00', end = '2200-01-01 00:00:00'"

@@ -9,8 +9,8 @@ import time
 from confluent_kafka.admin import AdminClient
 
 from feedbackloop import localstack
-from feedbackloop.kafka_io import public_topic_names
-from feedbackloop.settings import KafkaSettings, StackSettings
+from infra.kafka import public_topic_names
+from infra.settings import KafkaSettings, StackSettings
 
 
 def test_up_is_idempotent_answers_on_loopback_and_down_stops_only_its_own(

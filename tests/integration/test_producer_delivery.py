@@ -24,10 +24,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from feedbackloop import localstack
-from feedbackloop.kafka_io import client_config
-from feedbackloop.settings import KafkaSettings, ProducerSettings, StackSettings
+from infra.kafka import client_config
+from infra.settings import KafkaSettings, ProducerSettings, StackSettings
 from producers import FeedbackClient, InteractionRef
-from producers.spool import encode_record
+from producers.sender.spool import encode_record
 from schemas import topics
 
 
@@ -197,7 +197,7 @@ def wait_until(condition: Any, timeout_s: float = 120.0) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.settings import KafkaSettings, ProducerSettings
 from producers import FeedbackClient
 
 port, spool_dir, namespace = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -270,7 +270,7 @@ def test_sigkill_of_the_app_while_spooling_loses_only_what_the_app_still_held(
 APP = """
 import sys, time
 from pathlib import Path
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.settings import KafkaSettings, ProducerSettings
 from producers import FeedbackClient
 
 bootstrap, spool_dir, namespace, count = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -30,11 +30,12 @@ import pytest
 import websocket
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.prompts import PromptRegistry, mirror
-from feedbackloop.report import Report, build_report, write_html
-from feedbackloop.report_queries import between
-from feedbackloop.settings import ClickHouseSettings, InsightSettings
-from sinks.clickhouse import connect
+from infra.clickhouse import connect
+from infra.settings import ClickHouseSettings, InsightSettings
+from reporting.html import write_html
+from reporting.model import Report, build_report
+from reporting.prompts import PromptRegistry, mirror
+from reporting.queries import between
 from tests.support.patterns import load_through_logic, planted_workload
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

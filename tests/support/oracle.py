@@ -15,7 +15,7 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from feedbackloop.settings import SignalSettings
+from infra.settings import SignalSettings
 from producers.synthetic import PlannedInteraction, Workload
 from schemas import FeedbackType
 

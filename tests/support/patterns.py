@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.prompts import PromptVersion
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
+from reporting.prompts import PromptVersion
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, to_epoch_ms, topics
 from sinks.clickhouse import migrate
 from sinks.rows import TABLES

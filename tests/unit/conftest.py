@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.settings import ClickHouseSettings
-from sinks.clickhouse import connect
+from infra.clickhouse import connect
+from infra.settings import ClickHouseSettings
 
 
 @pytest.fixture(scope="session")

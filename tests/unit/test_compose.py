@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from typer.main import get_command
 
 from feedbackloop.cli import app
-from feedbackloop.settings import KafkaSettings, Settings, StackSettings
+from infra.settings import KafkaSettings, Settings, StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

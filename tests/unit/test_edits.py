@@ -7,7 +7,7 @@ import uuid
 import orjson
 import pytest
 
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
 from schemas import EditOperations, topics
 from sinks.rows import TABLES
 from stream_processors.signals.edits import (

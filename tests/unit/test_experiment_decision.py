@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import pytest
 
-from stream_processors.experiments import (
+from experiments import (
     Action,
     ArmStats,
     Decision,

@@ -20,7 +20,19 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from feedbackloop.settings import ExperimentSettings, Settings
+from experiments import Action, Metric, RegressionConfig, Rule, Severity
+from experiments.evaluator import (
+    Emission,
+    Evaluator,
+    EvaluatorConfig,
+    alert_id,
+    apply_decision,
+    changed_status,
+    decision_id,
+    experiment_evidence_sql,
+    regression_evidence_sql,
+)
+from infra.settings import ExperimentSettings, Settings
 from producers.assignment import Experiment as Assignment
 from schemas import InteractionOutcome
 from schemas.experiments import (
@@ -35,18 +47,6 @@ from schemas.experiments import (
 )
 from sinks.clickhouse import migrate
 from sinks.rows import TABLES
-from stream_processors.experiments import Action, Metric, RegressionConfig, Rule, Severity
-from stream_processors.experiments.evaluator import (
-    Emission,
-    Evaluator,
-    EvaluatorConfig,
-    alert_id,
-    apply_decision,
-    changed_status,
-    decision_id,
-    experiment_evidence_sql,
-    regression_evidence_sql,
-)
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=300)

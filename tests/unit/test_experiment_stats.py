@@ -9,8 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from schemas import InteractionOutcome
-from stream_processors.experiments import (
+from experiments import (
     ArmAccumulator,
     Effect,
     Metric,
@@ -24,7 +23,8 @@ from stream_processors.experiments import (
     sequential_test,
     srm_test,
 )
-from stream_processors.experiments.stats import mixture_radius
+from experiments.stats import mixture_radius
+from schemas import InteractionOutcome
 from tests.unit.test_experiment_decision import binomial
 
 # ----------------------------------------------------------------------------------------------------

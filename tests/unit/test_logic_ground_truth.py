@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
 from producers.synthetic import Workload, WorkloadSpec, generate
 from schemas import InteractionEvent
 from stream_processors.offline import OfflinePipeline, RawMessage

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from feedbackloop.settings import SignalSettings
+from infra.settings import SignalSettings
 from stream_processors.signals.distance import edit_size, measure_edit, word_tokens
 from stream_processors.signals.outcome import (
     Feedback,

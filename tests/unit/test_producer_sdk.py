@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.settings import KafkaSettings, ProducerSettings
 from producers import (
     BufferFullError,
     ClientClosedError,
@@ -29,7 +29,7 @@ from producers import (
     InteractionRef,
     Mode,
 )
-from producers.spool import Spool
+from producers.sender.spool import Spool
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 
 

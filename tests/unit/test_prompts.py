@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from feedbackloop.prompts import PromptRegistry, PromptVersion, RegistryError
+from reporting.prompts import PromptRegistry, PromptVersion, RegistryError
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

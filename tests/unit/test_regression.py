@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream_processors.experiments import (
+from experiments import (
     DetectorState,
     EventKind,
     Metric,

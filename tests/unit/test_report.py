@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from feedbackloop.report import Issue, candidate_issues, find_disagreements, rank_issues, week_range
-from feedbackloop.settings import InsightSettings
+from infra.settings import InsightSettings
+from reporting.model import Issue, candidate_issues, find_disagreements, rank_issues, week_range
 
 GRAFANA = Path(__file__).parents[2] / "deploy" / "grafana"
 RULES = InsightSettings()

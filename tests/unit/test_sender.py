@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
-from producers.ipc import Slot, StatusBlock, record_frame, topic_prefix
-from producers.sender import Mode, Sender, SenderConfig
+from producers.sender.ipc import Slot, StatusBlock, record_frame, topic_prefix
+from producers.sender.loop import Mode, Sender, SenderConfig
 from tests.unit.test_producer_sdk import closed_port, spooled_values, wait_for
 
 TOPIC = topic_prefix("unit.feedback.interactions")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.settings import KafkaSettings, ProducerSettings
 from producers import BufferFullError, ClientClosedError, FeedbackClient
 from tests.unit.test_producer_sdk import _interaction, closed_port, spooled_values, wait_for
 
@@ -106,7 +106,7 @@ def test_clients_leave_no_sender_process_behind(dead_kafka: KafkaSettings, tmp_p
 APP = """
 import sys, time
 from pathlib import Path
-from feedbackloop.settings import KafkaSettings, ProducerSettings
+from infra.settings import KafkaSettings, ProducerSettings
 from producers import FeedbackClient
 
 port, spool_dir, count = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -6,7 +6,7 @@ import mmap
 
 import pytest
 
-from producers.ipc import (
+from producers.sender.ipc import (
     MAX_MESSAGE_BYTES,
     STATUS_BYTES,
     ProtocolError,
@@ -20,7 +20,7 @@ from producers.ipc import (
     split_messages,
     topic_prefix,
 )
-from producers.spool import decode_record, encode_record, scan
+from producers.sender.spool import decode_record, encode_record, scan
 
 
 @pytest.mark.parametrize(

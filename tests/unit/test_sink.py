@@ -10,10 +10,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
+from infra.clickhouse import chdb_path
 from schemas import topics
-from sinks.clickhouse import chdb_path, migrate, migrations
+from sinks.clickhouse import migrate, migrations
+from sinks.clickhouse.writer import Pending, TableWriter
 from sinks.rows import TABLES
-from sinks.writer import Pending, TableWriter
 
 SPEC = {spec.table: spec for spec in TABLES}
 

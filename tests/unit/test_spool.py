@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.spool import (
+from producers.sender.spool import (
     MAGIC,
     SEGMENT_START,
     Spool,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from feedbackloop.settings import PipelineSettings
+from infra.settings import PipelineSettings
 from stream_processors.signals.outcome import Feedback, Interaction
 from stream_processors.state import Emit, LostEvent, PartitionState
 
