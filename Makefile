@@ -38,10 +38,11 @@ test: $(STAMP) ## Unit tests, then integration tests against the real broker and
 unit: $(STAMP) ## Unit tests only (no broker, seconds)
 	$(BIN)/pytest tests/unit -q
 
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Apply ruff's formatting and import order
 	$(BIN)/ruff check --fix --select I .
