@@ -211,7 +211,7 @@ def metric_description(signal: Signal, metric: WindowMetric) -> str:
     return f"Mean of {signal.name} over the window's outcomes that have one; null when none has."
 
 
-def _check(signals: tuple[Signal, ...]) -> None:
+def check_signals(signals: tuple[Signal, ...]) -> None:
     """Fail at import, with the offending name, on a declaration the derivations cannot honour."""
     # Signals are outcome fields and metrics are window fields: a name may be both (thumbs_up).
     for names in ([s.name for s in signals], [m.name for s in signals for m in s.window]):
@@ -230,7 +230,7 @@ def _check(signals: tuple[Signal, ...]) -> None:
                 raise ValueError(f"signal {signal.name}: only a number can be summed or averaged")
 
 
-_check(SIGNALS)
+check_signals(SIGNALS)
 
 #: Signal names, in field order.
 SIGNAL_NAMES: tuple[str, ...] = tuple(s.name for s in SIGNALS)
