@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -190,3 +191,10 @@ def test_the_sink_writes_every_field_and_reads_back_the_same(chdb_client: Client
         row = [v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in result.result_rows[0]]
         stored = model.model_validate({"schema_version": 1, **dict(zip(columns, row, strict=True))})
         assert stored == model.model_validate_json(raw), table
+
+
+def test_the_readme_describes_every_signal_and_window_metric() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Outcome signals", 1)[1].split("\n### ", 1)[0]
+    missing = [n for n in (*SIGNAL_NAMES, *(m for m, _, _ in WINDOW_METRICS)) if f"`{n}`" not in section]
+    assert not missing, f"add {missing} to the README's 'Outcome signals' table"
