@@ -33,6 +33,7 @@ from stream_processors.signals.outcome import Feedback, Interaction, compute_out
 from stream_processors.state import CONTRIBUTION_FIELDS, Emit, LostEvent, PartitionState
 from stream_processors.windows import WindowState
 from tests.support.oracle import expected_outcomes
+from tests.support.outcomes import neutral_signals
 
 T0 = 1_795_000_000_000
 #: Outcome fields ``PartitionState`` adds around ``compute_outcome``'s.
@@ -198,3 +199,11 @@ def test_the_readme_describes_every_signal_and_window_metric() -> None:
     section = readme.split("### Outcome signals", 1)[1].split("\n### ", 1)[0]
     missing = [n for n in (*SIGNAL_NAMES, *(m for m, _, _ in WINDOW_METRICS)) if f"`{n}`" not in section]
     assert not missing, f"add {missing} to the README's 'Outcome signals' table"
+
+
+def test_neutral_signals_complete_a_hand_built_outcome() -> None:
+    facts = {k: v for k, v in _one_of_each()["outcome"].items() if k not in SIGNAL_NAMES}
+    outcome = InteractionOutcome.model_validate({**facts, **neutral_signals()})
+    assert outcome.regenerated is False
+    assert outcome.edit_distance is None
+    assert outcome.feedback_events == 0

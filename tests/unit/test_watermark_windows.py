@@ -12,6 +12,7 @@ from schemas import PromptVersionMetrics
 from schemas.signals import WINDOWED_SIGNALS
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState, aggregate_window, nearest_rank
+from tests.support.outcomes import neutral_signals
 
 A, B = "interactions", "feedback"
 
@@ -68,7 +69,7 @@ def member(version: int = 1, **kw: Any) -> dict[str, Any]:
         "user_id": "u1",
         "response_time_ms": 100,
         # Every signal a window aggregates: flags off, numbers absent.
-        **{s.name: False if s.annotation is bool else None for s in WINDOWED_SIGNALS},
+        **neutral_signals(WINDOWED_SIGNALS),
     }
     row.update(kw)
     return row
