@@ -1,6 +1,6 @@
-"""The one contract every feedbackloop stage shares: event models and topic names."""
+"""The one contract every feedbackloop stage shares: event models, topic names and the outcome signals."""
 
-from schemas import topics
+from schemas import signals, topics
 from schemas.deadletter import DeadLetter
 from schemas.derived import (
     FeedbackJoined,
@@ -45,6 +45,7 @@ __all__ = [
     "RegressionAlert",
     "format_ms",
     "format_timestamp",
+    "signals",
     "to_epoch_ms",
     "topics",
 ]

@@ -12,8 +12,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.derived import EditSize
 from schemas.events import SCHEMA_VERSION, Identifier, Label, Timestamp
+from schemas.signals import EditSize
 
 EditOpKind = Literal["replace", "insert", "delete"]
 EditPosition = Literal["opening", "middle", "closing"]
@@ -52,9 +52,9 @@ class EditOperations(BaseModel):
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
     event_id: UUID = Field(description="The edit feedback event's id.")
-    interaction_id: UUID
+    interaction_id: UUID = Field(description="The interaction whose response was edited.")
     user_id: Identifier = Field(description="Who edited.")
-    session_id: Identifier
+    session_id: Identifier = Field(description="The session; also the Kafka message key.")
     created_at: Timestamp = Field(description="When the edit was made.")
     prompt_version: Label = Field(description="The interaction's prompt version.")
     model: Label = Field(description="The interaction's model.")

@@ -24,6 +24,7 @@ import orjson
 
 from infra.settings import PipelineSettings
 from schemas import format_ms
+from schemas.signals import WINDOWED_SIGNALS
 from stream_processors.signals.edits import edit_operations
 from stream_processors.signals.outcome import (
     EDIT,
@@ -430,22 +431,9 @@ class PartitionState:
         return upserts, deleted
 
 
-#: Outcome fields a metrics window needs, besides the interaction's own attributes.
-CONTRIBUTION_FIELDS = (
-    "regenerated",
-    "edited",
-    "corrected",
-    "thumbs_up",
-    "thumbs_down",
-    "rephrased",
-    "clarifying_followup",
-    "abandoned",
-    "short_dwell",
-    "completed_without_edit",
-    "edit_distance",
-    "edit_distance_norm",
-    "time_to_first_correction_ms",
-)
+#: Outcome fields a metrics window needs besides the interaction's own attributes: the signals the
+#: registry gives a window metric (``schemas.signals``), fixed once at import.
+CONTRIBUTION_FIELDS: tuple[str, ...] = tuple(s.name for s in WINDOWED_SIGNALS)
 
 
 def window_key(window_start_ms: int, prompt_version: str, model: str, input_category: str | None) -> str:

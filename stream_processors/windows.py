@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from schemas import format_ms
+from schemas.signals import WINDOWED_SIGNALS, Aggregate, Signal
 
 
 def nearest_rank(sorted_values: list[int], q: float) -> int:
@@ -22,27 +23,32 @@ def nearest_rank(sorted_values: list[int], q: float) -> int:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _metric(signal: Signal, kind: Aggregate) -> str | None:
+    return next((m.name for m in signal.window if m.aggregate is kind), None)
+
+
+# Built once from the signal registry, so a window costs what hand-written counters cost.
+#: ``(metric, flag)``: how many members have the flag true.
+_COUNTS = tuple((m, s.name) for s in WINDOWED_SIGNALS if (m := _metric(s, Aggregate.COUNT)))
+#: ``(signal, sum metric, mean metric)`` of each summed or averaged signal: one pass over its values.
+_NUMBERS = tuple(
+    (s.name, _metric(s, Aggregate.SUM), _metric(s, Aggregate.MEAN))
+    for s in WINDOWED_SIGNALS
+    if _metric(s, Aggregate.SUM) or _metric(s, Aggregate.MEAN)
+)
 
 
 def aggregate_window(
     window_start_ms: int, window_ms: int, members: Iterable[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """The ``PromptVersionMetrics`` of one window from its members' contributions (JSON-ready)."""
+    """The ``PromptVersionMetrics`` of one window from its members' contributions (JSON-ready):
+    the window's own fields, and every window metric of the signal registry (``schemas.signals``)."""
     rows = list(members)
     if not rows:
         raise ValueError("a window aggregate needs at least one member")
     first = rows[0]
-
-    def count(flag: str) -> int:
-        return sum(1 for r in rows if r[flag])
-
-    edit_distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
-    norms = [r["edit_distance_norm"] for r in rows if r["edit_distance_norm"] is not None]
-    ttfc = [r["time_to_first_correction_ms"] for r in rows if r["time_to_first_correction_ms"] is not None]
     latencies = sorted(r["response_time_ms"] for r in rows)
-    return {
+    out: dict[str, Any] = {
         "schema_version": 1,
         "window_start": format_ms(window_start_ms),
         "window_end": format_ms(window_start_ms + window_ms),
@@ -51,24 +57,20 @@ def aggregate_window(
         "input_category": first["input_category"],
         "version": sum(r["version"] for r in rows),
         "interactions": len(rows),
-        "regenerations": count("regenerated"),
-        "edits": count("edited"),
-        "corrections": count("corrected"),
-        "thumbs_up": count("thumbs_up"),
-        "thumbs_down": count("thumbs_down"),
-        "rephrases": count("rephrased"),
-        "clarifying_followups": count("clarifying_followup"),
-        "abandons": count("abandoned"),
-        "short_dwells": count("short_dwell"),
-        "completions_without_edit": count("completed_without_edit"),
         "distinct_users": len({r["user_id"] for r in rows}),
-        "edit_distance_sum": sum(edit_distances),
-        "edit_distance_mean": _mean(edit_distances),
-        "edit_distance_norm_mean": _mean(norms),
-        "time_to_first_correction_mean_ms": _mean(ttfc),
         "response_time_mean_ms": sum(latencies) / len(latencies),
         "response_time_p95_ms": nearest_rank(latencies, 0.95),
     }
+    for metric, flag in _COUNTS:
+        out[metric] = sum(1 for r in rows if r[flag])
+    for signal, sum_metric, mean_metric in _NUMBERS:
+        values = [v for r in rows if (v := r[signal]) is not None]
+        total = sum(values)
+        if sum_metric is not None:
+            out[sum_metric] = total
+        if mean_metric is not None:
+            out[mean_metric] = total / len(values) if values else None
+    return out
 
 
 class WindowState:

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from infra.settings import SignalSettings
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent
+from schemas import SCHEMA_VERSION, FeedbackEvent, FeedbackType, InteractionEvent, format_ms
 from stream_processors.signals.distance import EditMeasures, measure_edit
 from stream_processors.signals.intent import is_clarifying_followup, is_rephrase
 
@@ -151,6 +151,23 @@ class Feedback:
             self.offset,
         ]
 
+    def to_event(self) -> dict[str, Any]:
+        """The feedback event these facts were taken from, JSON-ready (orjson writes the UUIDs): what
+        a dead letter keeps of a feedback whose interaction never came."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "interaction_id": self.interaction_id,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "created_at": format_ms(self.created_ms),
+            "feedback_type": self.feedback_type,
+            "corrected_output": self.corrected_output,
+            "copied_chars": self.copied_chars,
+            "dwell_ms": self.dwell_ms,
+            "comment": self.comment,
+        }
+
     @classmethod
     def from_state(cls, data: Sequence[Any]) -> Feedback:
         """Inverse of :meth:`to_state`."""
@@ -207,8 +224,10 @@ def compute_outcome(
     candidates: Sequence[Interaction],
     rules: SignalSettings,
 ) -> dict[str, Any]:
-    """The outcome fields of ``interaction`` (see the README's contract), as a dict ready for orjson
-    (ids are UUIDs) without the envelope fields (``version``, ``settled_at``, ``amended``)."""
+    """The outcome fields of ``interaction`` as a dict ready for orjson (ids are UUIDs), without the
+    envelope fields (``version``, ``interaction_created_at``, ``settled_at``, ``amended``): the
+    interaction's own attributes and one entry per signal declared in ``schemas.signals`` (whose
+    descriptions are the contract this computes; a unit test holds the keys and the registry equal)."""
     x = interaction
     t0 = x.created_ms
     abandon_ms = int(rules.abandon_window_s * 1000)
@@ -264,6 +283,7 @@ def compute_outcome(
         "variant": x.variant,
         "response_chars": len(x.response),
         "response_time_ms": x.response_time_ms,
+        # The signals, in the registry's order.
         "feedback_events": len(events),
         "regenerated": bool(regen_times),
         "edited": measures is not None,

@@ -3,7 +3,11 @@
 This is a second, deliberately plain implementation of the README's definitions. It works from
 what the simulated users did (``PlannedInteraction.actions`` and the generator's intent for the
 next call in a session), not from the events the pipeline saw, so it shares no code with the
-stream processors.
+stream processors. It reads only the contract: which window metrics the signal registry
+(``schemas.signals``) declares, and computes them here with its own arithmetic.
+
+Adding a signal: put its expected value in ``_expected`` (a unit test fails until every declared
+signal is there); its window metrics follow from the declaration.
 """
 
 from __future__ import annotations
@@ -11,18 +15,20 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
 from infra.settings import SignalSettings
-from producers.synthetic import PlannedInteraction, Workload
+from producers.synthetic import PlannedInteraction, UserAction, Workload
 from schemas import FeedbackType
+from schemas.signals import SIGNALS, Aggregate
 
 T = FeedbackType
 
 
-def _ms(planned_at: Any) -> int:
+def _ms(planned_at: datetime) -> int:
     return round(planned_at.timestamp() * 1000)
 
 
@@ -56,7 +62,9 @@ def _expected(
     x = p.event
     t0 = _ms(x.created_at)
     acts = p.actions
-    of = lambda kind: [a for a in acts if a.feedback_type is kind]  # noqa: E731
+
+    def of(kind: FeedbackType) -> list[UserAction]:
+        return [a for a in acts if a.feedback_type is kind]
 
     regen_times = [_ms(a.at) for a in of(T.REGENERATE)] + [_ms(c.event.created_at) for c in children]
     edits = sorted(of(T.EDIT), key=lambda a: (_ms(a.at), str(a.event_id)))
@@ -79,8 +87,11 @@ def _expected(
     fraction = min(1.0, max(copies) / len(x.response)) if copies and x.response else None
 
     rephrased = clarifying = False
+    next_id = None
     if nxt is not None:
         gap = _ms(nxt.event.created_at) - t0
+        if gap <= max(rules.rephrase_window_s, rules.followup_window_s) * 1000:
+            next_id = nxt.event.interaction_id
         rephrased = p.next_kind == "rephrase" and gap <= rules.rephrase_window_s * 1000
         clarifying = p.next_kind == "followup" and gap <= rules.followup_window_s * 1000
 
@@ -120,6 +131,7 @@ def _expected(
         "accepted": accepted,
         "rephrased": rephrased,
         "clarifying_followup": clarifying,
+        "next_interaction_id": next_id,
         "abandoned": not engaged,
         "short_dwell": short_dwell,
         "corrected": bool(corrections),
@@ -139,31 +151,22 @@ def expected_windows(
     result = {}
     for key, rows in groups.items():
         latencies = sorted(r["response_time_ms"] for r in rows)
-        edits = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
-        norms = [r["edit_distance_norm"] for r in rows if r["edit_distance_norm"] is not None]
-        ttfc = [
-            r["time_to_first_correction_ms"] for r in rows if r["time_to_first_correction_ms"] is not None
-        ]
-        result[key] = {
+        expected: dict[str, Any] = {
             "interactions": len(rows),
-            "regenerations": sum(r["regenerated"] for r in rows),
-            "edits": sum(r["edited"] for r in rows),
-            "corrections": sum(r["corrected"] for r in rows),
-            "thumbs_up": sum(r["thumbs_up"] for r in rows),
-            "thumbs_down": sum(r["thumbs_down"] for r in rows),
-            "rephrases": sum(r["rephrased"] for r in rows),
-            "clarifying_followups": sum(r["clarifying_followup"] for r in rows),
-            "abandons": sum(r["abandoned"] for r in rows),
-            "short_dwells": sum(r["short_dwell"] for r in rows),
-            "completions_without_edit": sum(r["completed_without_edit"] for r in rows),
             "distinct_users": len({r["user_id"] for r in rows}),
-            "edit_distance_sum": sum(edits),
-            "edit_distance_mean": sum(edits) / len(edits) if edits else None,
-            "edit_distance_norm_mean": sum(norms) / len(norms) if norms else None,
-            "time_to_first_correction_mean_ms": sum(ttfc) / len(ttfc) if ttfc else None,
             "response_time_mean_ms": sum(latencies) / len(latencies),
             "response_time_p95_ms": latencies[math.ceil(0.95 * len(latencies)) - 1],
         }
+        for signal in SIGNALS:
+            present = [r[signal.name] for r in rows if r[signal.name] is not None]
+            for metric in signal.window:
+                if metric.aggregate is Aggregate.COUNT:
+                    expected[metric.name] = sum(1 for value in present if value is True)
+                elif metric.aggregate is Aggregate.SUM:
+                    expected[metric.name] = sum(present)
+                else:
+                    expected[metric.name] = sum(present) / len(present) if present else None
+        result[key] = expected
     return result
 
 

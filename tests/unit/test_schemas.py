@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import typing
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas import (
     DeadLetter,
@@ -20,7 +22,7 @@ from schemas import (
     format_timestamp,
     to_epoch_ms,
 )
-from schemas.export import JSON_DIR, json_schemas, render
+from schemas.export import JSON_DIR, contract_models, json_schemas, render
 
 
 def interaction(**overrides: Any) -> dict[str, Any]:
@@ -143,3 +145,46 @@ def test_json_schema_files_match_the_models() -> None:
     assert set(files) == set(expected), "run `feedbackloop schemas` to rewrite schemas/json"
     for name, schema in expected.items():
         assert files[name] == render(schema), f"schemas/json/{name}.json is stale: run `feedbackloop schemas`"
+
+
+#: TODO until merged: the experiments engineer is describing these models' fields on their branch;
+#: once that is merged, this test fails for each name below until the name is removed from here.
+_UNDESCRIBED_UNTIL_MERGED = frozenset(
+    {"Experiment", "ExperimentAction", "ExperimentDecision", "MetricComparison", "SrmCheck"}
+    | {"RegressionAlert"}
+)
+
+
+def _models_within(model: type[BaseModel], seen: set[type[BaseModel]]) -> Iterator[type[BaseModel]]:
+    """``model`` and every model its fields hold, however nested (lists, unions, Annotated)."""
+    if model in seen:
+        return
+    seen.add(model)
+    yield model
+    for field in model.model_fields.values():
+        pending: list[Any] = [field.annotation]
+        while pending:
+            annotation = pending.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                yield from _models_within(annotation, seen)
+            pending.extend(typing.get_args(annotation))
+
+
+def test_every_field_of_every_contract_model_has_a_description() -> None:
+    """The JSON Schema files are what producers in other languages read: every field says what it is."""
+    seen: set[type[BaseModel]] = set()
+    models = [m for top in contract_models().values() for m in _models_within(top, seen)]
+    assert len(models) > len(contract_models()), "nested models (e.g. EditOperation) are walked too"
+    missing = {
+        f"{m.__name__}.{name}"
+        for m in models
+        if m.__name__ not in _UNDESCRIBED_UNTIL_MERGED
+        for name, field in m.model_fields.items()
+        if not (field.description or "").strip()
+    }
+    assert not missing, f"fields without a description: {sorted(missing)}"
+    for name in _UNDESCRIBED_UNTIL_MERGED:
+        model = next(m for m in models if m.__name__ == name)
+        assert any(not f.description for f in model.model_fields.values()), (
+            f"{name} is fully described now: remove it from _UNDESCRIBED_UNTIL_MERGED"
+        )

@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas import PromptVersionMetrics
+from schemas.signals import WINDOWED_SIGNALS
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState, aggregate_window, nearest_rank
+from tests.support.outcomes import neutral_signals
 
 A, B = "interactions", "feedback"
 
@@ -65,19 +68,8 @@ def member(version: int = 1, **kw: Any) -> dict[str, Any]:
         "input_category": None,
         "user_id": "u1",
         "response_time_ms": 100,
-        "regenerated": False,
-        "edited": False,
-        "corrected": False,
-        "thumbs_up": False,
-        "thumbs_down": False,
-        "rephrased": False,
-        "clarifying_followup": False,
-        "abandoned": False,
-        "short_dwell": False,
-        "completed_without_edit": False,
-        "edit_distance": None,
-        "edit_distance_norm": None,
-        "time_to_first_correction_ms": None,
+        # Every signal a window aggregates: flags off, numbers absent.
+        **neutral_signals(WINDOWED_SIGNALS),
     }
     row.update(kw)
     return row
@@ -98,6 +90,7 @@ def test_aggregates_count_means_users_and_p95() -> None:
         member(user_id="b", version=3, response_time_ms=200),
     ]
     agg = aggregate_window(60_000, 60_000, rows)
+    PromptVersionMetrics.model_validate(agg)
     assert (agg["interactions"], agg["regenerations"], agg["edits"], agg["distinct_users"]) == (3, 1, 1, 2)
     assert agg["version"] == 5
     assert agg["edit_distance_sum"] == 10
