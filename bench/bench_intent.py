@@ -24,6 +24,7 @@ from typing import Any
 from rapidfuzz import fuzz, utils
 
 from stream_processors.signals import intent
+from stream_processors.signals.intent import normalise
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "intent_pairs.jsonl"
 BUDGET_US = 30.0
@@ -95,11 +96,10 @@ def per_call_us(detect: Callable[[Pair], bool], pairs: list[Pair], repeats: int,
         for _ in range(repeats):
             if stream:
                 # As in the stream processor: the previous prompt was normalised when it was the next
-                # prompt of the previous event; the next prompt is new. (The cache is private to the
-                # detectors; a benchmark of them may reach in.)
-                intent._normalise.cache_clear()
+                # prompt of the previous event; the next prompt is new.
+                normalise.normalise.cache_clear()
                 for pair in chunk:
-                    intent._normalise(pair["previous_prompt"])
+                    normalise.normalise(pair["previous_prompt"])
             started = time.thread_time()
             for pair in chunk:
                 detect(pair)

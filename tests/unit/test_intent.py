@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
-from stream_processors.signals import intent
-from stream_processors.signals.intent import is_clarifying_followup, is_rephrase, rephrase_similarity
+from stream_processors.signals.intent import (
+    is_clarifying_followup,
+    is_rephrase,
+    lexicon,
+    normalise,
+    rephrase_similarity,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "intent_pairs.jsonl"
 
@@ -211,7 +216,7 @@ def test_a_rephrase_is_never_a_followup() -> None:
 def test_detectors_are_pure() -> None:
     arguments = ("how do I make an api endpoint idempotent?", RESPONSE, "what does that flag do?")
     first = [is_clarifying_followup(*arguments) for _ in range(3)]
-    intent._normalise.cache_clear()
+    normalise.normalise.cache_clear()
     assert [is_clarifying_followup(*arguments) for _ in range(3)] == first
 
 
@@ -223,12 +228,12 @@ def test_detectors_are_pure() -> None:
 def test_each_synonym_belongs_to_one_group() -> None:
     # a stem listed twice is silently taken by the later group, and a stop word never reaches the lexicon
     owner: dict[str, str] = {}
-    for line in intent._SYNONYM_GROUPS:
+    for line in lexicon.SYNONYM_GROUPS:
         for word in line.split():
-            stem = intent._stem(word)
+            stem = normalise.stem(word)
             assert owner.setdefault(stem, line) == line, f"{word!r} is in {owner[stem]!r} and {line!r}"
-            assert word not in intent._STOP_WORDS, word
-            assert stem not in intent._NEGATIONS, word
+            assert word not in lexicon.STOP_WORDS, word
+            assert stem not in lexicon.NEGATIONS, word
 
 
 # ------------------------------------------------------------------------------------------------------------
