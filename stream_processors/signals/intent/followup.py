@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from stream_processors.signals.intent import lexicon
 from stream_processors.signals.intent.normalise import WORD_CLASSES, lexeme, normalise
-from stream_processors.signals.intent.rephrase import REPHRASE_THRESHOLD, bounded_similarity
+from stream_processors.signals.intent.rephrase import REPHRASE_THRESHOLD, bounded_similarity, is_rephrase
 
 FOLLOWUP_THRESHOLD = 2.5
 """Evidence score at or above which the next prompt is a clarifying follow-up."""
@@ -182,7 +182,7 @@ def _followup_score(previous_prompt: str, previous_response: str, next_prompt: s
     score, anaphora = _followup_evidence(previous_prompt, previous_response, next_prompt)
     if score >= FOLLOWUP_THRESHOLD:
         similarity = bounded_similarity(previous_prompt, next_prompt, NEAR_REPHRASE_SIMILARITY)
-        if similarity >= REPHRASE_THRESHOLD:
+        if similarity >= REPHRASE_THRESHOLD or is_rephrase(previous_prompt, next_prompt):
             return _REPHRASE_SCORE  # a rephrase is never also a follow-up
         if not anaphora and similarity >= NEAR_REPHRASE_SIMILARITY:
             score += FOLLOWUP_WEIGHTS.near_rephrase

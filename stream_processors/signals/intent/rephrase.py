@@ -14,7 +14,7 @@ import itertools
 
 from rapidfuzz.distance import OSA, Levenshtein
 
-from stream_processors.signals.intent import lexicon
+from stream_processors.signals.intent import lexicon, semantic
 from stream_processors.signals.intent.normalise import CONTRASTS, Prompt, lexeme, normalise
 
 REPHRASE_THRESHOLD = 0.55
@@ -40,6 +40,16 @@ COMPOUND_MIN_LETTERS = 6
 
 SHARED_PREFIX_LETTERS = 6
 """Two unmatched words sharing this many first letters share a root and match like a typo."""
+
+SEMANTIC_BAND_LOW = 0.3
+"""From this `rephrase_similarity` up to REPHRASE_THRESHOLD the lexical score is unsure: embeddings help."""
+
+SEMANTIC_WEIGHT = 0.4
+"""Weight of the embedding cosine similarity added to the lexical score in the unsure band."""
+
+SEMANTIC_THRESHOLD = 0.68
+"""In the unsure band, `rephrase_similarity` + SEMANTIC_WEIGHT x cosine at or above this is a rephrase:
+the more the embeddings agree, the fewer shared words are needed (cosine 0.9: 0.32; 0.6: 0.44)."""
 
 
 def _match_compounds(only_a: dict[str, float], only_b: dict[str, float], words_b: tuple[str, ...]) -> float:
@@ -155,13 +165,18 @@ def _asks_for_alternative(a: Prompt, b: Prompt, only_a: dict[str, float], only_b
 
 def bounded_similarity(previous_prompt: str, next_prompt: str, floor: float) -> float:
     """`rephrase_similarity`, or, as soon as the score cannot reach `floor`, an upper bound below `floor`."""
+    return _score(previous_prompt, next_prompt, floor)[0]
+
+
+def _score(previous_prompt: str, next_prompt: str, floor: float) -> tuple[float, bool]:
+    """`bounded_similarity`, and whether the prompts differ by an alternative (python/javascript, 5/10)."""
     # Greedy typo matching depends on which side leads: a fixed order makes the score exactly symmetric.
     if next_prompt < previous_prompt:
         previous_prompt, next_prompt = next_prompt, previous_prompt
     a = normalise(previous_prompt)
     b = normalise(next_prompt)
     if not a.content or not b.content:
-        return 1.0 if a.words and a.words == b.words else 0.0
+        return (1.0 if a.words and a.words == b.words else 0.0), False
     content_a, content_b = a.content, b.content
     matched = 0.0
     only_a: dict[str, float] = {}
@@ -178,7 +193,8 @@ def bounded_similarity(previous_prompt: str, next_prompt: str, floor: float) -> 
         if floor > 0.0 and not (compound_a or compound_b):
             bound = 2.0 * (matched + _typo_reachable(only_a, only_b)) / total
             if bound < floor:
-                return bound  # even if every leftover that could still match did, the floor is out of reach
+                # even if every leftover that could still match did, the floor is out of reach
+                return bound, False
         if compound_a:
             matched += _match_compounds(only_a, only_b, b.words)
         if compound_b:
@@ -186,14 +202,15 @@ def bounded_similarity(previous_prompt: str, next_prompt: str, floor: float) -> 
         if only_a and only_b:
             matched += _match_typos(only_a, only_b)
     elif 2.0 * matched / total < floor:
-        return 2.0 * matched / total
+        return 2.0 * matched / total, False
     score = 2.0 * matched / total
     if only_a and only_b:
         substituted = min(sum(only_a.values()), sum(only_b.values()))
         score *= 1.0 - SUBSTITUTION_PENALTY * min(1.0, substituted)
-    if _asks_for_alternative(a, b, only_a, only_b):
+    alternative = _asks_for_alternative(a, b, only_a, only_b)
+    if alternative:
         score *= 1.0 - CONTRAST_PENALTY
-    return max(0.0, min(1.0, score))
+    return max(0.0, min(1.0, score)), alternative
 
 
 def rephrase_similarity(previous_prompt: str, next_prompt: str) -> float:
@@ -217,5 +234,17 @@ def is_rephrase(previous_prompt: str, next_prompt: str) -> bool:
 
     A different request on the same topic ('sort' after 'reverse a list'), the same request for another
     language or number, a follow-up and a new task are not rephrases. Empty prompts never are.
+
+    Decided by `rephrase_similarity` (>= REPHRASE_THRESHOLD), except where it is unsure: from
+    SEMANTIC_BAND_LOW up to the threshold, for prompts that do not differ by an alternative, the
+    embedding similarity is added (lexical + SEMANTIC_WEIGHT x `semantic.similarity` >=
+    SEMANTIC_THRESHOLD), which catches paraphrases with fewer shared words. Without the embedding model
+    the lexical score alone decides.
     """
-    return bounded_similarity(previous_prompt, next_prompt, REPHRASE_THRESHOLD) >= REPHRASE_THRESHOLD
+    score, alternative = _score(previous_prompt, next_prompt, SEMANTIC_BAND_LOW)
+    if score >= REPHRASE_THRESHOLD:
+        return True
+    if score < SEMANTIC_BAND_LOW or alternative:
+        return False
+    meaning = semantic.similarity(previous_prompt, next_prompt)
+    return meaning is not None and score + SEMANTIC_WEIGHT * meaning >= SEMANTIC_THRESHOLD
