@@ -199,7 +199,12 @@ class InsightSettings(BaseModel):
         20, ge=1, description="Most interactions (or edits) one user weighs in a capped rate."
     )
     min_pattern_edits: int = Field(
-        5, ge=0, description="Edit patterns and deletions need more than this many edits."
+        5, ge=0, description="Deletions, large edits and thumbs-down issues need more than this many edits."
+    )
+    min_pattern_users: int = Field(
+        5,
+        ge=0,
+        description="A common edit needs more than this many distinct users (a user repeating a fix is one).",
     )
     min_deletion_share: float = Field(
         0.2, ge=0, le=1, description="A deletion is consistent from this share of a version's edits."

@@ -370,10 +370,10 @@ def _edits_section(report: Report) -> str:
         ),
         "deletions",
     )
-    min_edits = report.thresholds.get("min_pattern_edits", report.settings.min_pattern_edits)
+    min_users = report.thresholds.get("min_pattern_users", report.settings.min_pattern_users)
     return (
         _plot(fig, "plot-edit-sizes")
-        + f"<h3>Common edits (more than {min_edits:g} edits)</h3>"
+        + f"<h3>Common edits (made by more than {min_users:g} users)</h3>"
         + (common if report.common_edits else "<p class='muted'>None this week.</p>")
         + "<h3>Consistent deletions</h3>"
         + (deletions if report.deletions else "<p class='muted'>None this week.</p>")

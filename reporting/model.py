@@ -150,7 +150,9 @@ def build_report(
     version_rates = q.version_rates(client, database, start, end)
     category_rates = q.category_rates(client, database, start, end)
     spikes = q.category_spikes(client, database, start, end)
-    common = q.common_edits(client, database, start, end, min_edits)
+    common = q.common_edits(
+        client, database, start, end, thresholds.get("min_pattern_users", rules.min_pattern_users)
+    )
     deletions = q.consistent_deletions(
         client,
         database,

@@ -21,6 +21,7 @@ Row = dict[str, Any]
 SQL_SETTINGS = (
     "user_weight_cap",
     "min_pattern_edits",
+    "min_pattern_users",
     "min_deletion_share",
     "spike_ratio",
     "spike_min_interactions",
@@ -111,14 +112,16 @@ def category_spikes(client: Client, database: str, start: datetime, end: datetim
 
 
 def common_edits(
-    client: Client, database: str, start: datetime, end: datetime, min_edits: float
+    client: Client, database: str, start: datetime, end: datetime, min_users: float
 ) -> list[Row]:
-    """Replacements made in more than ``min_edits`` edits within the range, most frequent first."""
+    """Replacements made by more than ``min_users`` distinct users within the range (as the view
+    ``common_edits`` counts them), most users first; ``frequency`` is the number of edits."""
     view = between(database, "edit_patterns_between", start, end)
     return rows(
         client,
-        f"SELECT * FROM {view} WHERE kind = 'replace' AND frequency > %(min)s",  # noqa: S608
-        {"min": min_edits},
+        f"SELECT * FROM {view} WHERE kind = 'replace' AND distinct_users > %(min)s "  # noqa: S608
+        "ORDER BY distinct_users DESC, frequency DESC, prompt_version, original_fragment, corrected_fragment",
+        {"min": min_users},
     )
 
 

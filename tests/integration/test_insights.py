@@ -102,14 +102,21 @@ def test_common_edits_are_exactly_the_planted_replacement(
         for r in _rows(client, f"SELECT * FROM {db}.common_edits")
     }
     assert found == planted.expected.common_edits
-    # The pattern under the threshold exists, with its exact count, and is not reported.
+    # The patterns under the threshold exist, with their exact counts, and are not reported: five
+    # users, and one user who made the same fix in more than five edits (people count, not edits).
     every = {
-        (r["prompt_version"], r["original_fragment"], r["corrected_fragment"]): r["frequency"]
+        (r["prompt_version"], r["original_fragment"], r["corrected_fragment"]): (
+            r["frequency"],
+            r["distinct_users"],
+        )
         for r in _rows(client, f"SELECT * FROM {db}.edit_patterns_between({ALL_TIME}) WHERE kind = 'replace'")
     }
     for key, frequency in planted.expected.below_threshold_edits.items():
-        assert every[key] == frequency
-    assert max(f for k, f in every.items() if k not in found) <= 5
+        assert every[key][0] == frequency
+    for key, counts in planted.expected.single_user_edits.items():
+        assert every[key] == counts
+        assert counts[0] > InsightSettings().min_pattern_edits  # would have been listed by edit count
+    assert max(users for k, (_, users) in every.items() if k not in found) <= 5
 
 
 def test_consistent_deletions_are_exactly_the_planted_closing_paragraph(

@@ -7,8 +7,9 @@ Planted (counts exact by construction, not by chance):
   normalization must fold into one pattern;
 * a closing paragraph deleted in exactly 40 % of v1.0's edits;
 * ``technical`` inputs of v1.0 regenerated 4x as often as the rest of v1.0 (48 % vs 12 %);
-* things that must NOT be found: a replacement made in exactly 5 edits (the threshold is "more
-  than 5"), middle sentences deleted in 7.5 % of edits (under the 20 % share), v1.1's closing
+* things that must NOT be found: a replacement made by exactly 5 users (the threshold is "more
+  than 5" distinct users), one user making the same replacement in 8 edits (many edits, one
+  person), middle sentences deleted in 7.5 % of edits (under the 20 % share), v1.1's closing
   paragraph deleted in 5 of its 20 edits (25 %, but only 5 edits), and a power user of v1.1 who
   regenerates all of their 200 responses, spread evenly over categories (no spike, but the
   version's per-interaction and capped rates disagree);
@@ -53,6 +54,8 @@ _SENTENCES = (
     "Nothing is lost when you switch back later.",
 )
 _KINDLY = "Kindly note that the details may vary between plans."
+REPEAT_USER = "repeat-user"
+_REPEATED_EDITS = 8
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "ta", "vi", "zo", "pe", "du", "sa", "fi")
 
 
@@ -66,8 +69,10 @@ class Expected:
     consistent_deletions: dict[tuple[str, str, str], tuple[int, int]]
     #: (prompt_version, input_category) flagged as regeneration spikes
     spikes: set[tuple[str, str]]
-    #: patterns that exist but stay under a threshold (must not be reported)
+    #: patterns that exist but stay under a threshold (must not be reported): -> frequency
     below_threshold_edits: dict[tuple[str, str, str], int]
+    #: a pattern made many times by a single user (must not be reported): -> (frequency, distinct_users)
+    single_user_edits: dict[tuple[str, str, str], tuple[int, int]]
     below_threshold_deletions: dict[tuple[str, str, str], tuple[int, int]]
     power_user: str
 
@@ -253,7 +258,8 @@ def planted_workload(
     regenerate(power, 1.0)
 
     # v1.0 edits: 200 = 20 greeting replacements + 80 closing deletions + 15 middle-sentence
-    # deletions + 5 'Kindly' -> 'Please' + 10 rewrites (large edits) + 70 unique one-word replacements.
+    # deletions + 5 'Kindly' -> 'Please' + 10 rewrites (large edits) + 8 'vary' -> 'differ' by one
+    # user + 62 unique one-word replacements.
     open_v10 = [x for c in CATEGORIES for x in v10[c] if x.interaction_id not in regenerated]
     rng.shuffle(open_v10)
     greeting_users: set[str] = set()
@@ -276,7 +282,15 @@ def planted_workload(
         p.edit(x, x.response.replace("Kindly note", "Please note", 1))
     for x in noise[:10]:  # large edits: the answer rewritten
         p.edit(x, " ".join(p.unique_word() for _ in range(12)) + ".")
-    for x in noise[10:]:
+    # One user making the same fix in 8 edits: these interactions become the repeat user's (counts by
+    # version and category stay as they are), edited with one replacement.
+    for x in noise[10 : 10 + _REPEATED_EDITS]:
+        mine = x.model_copy(update={"user_id": REPEAT_USER, "session_id": f"{REPEAT_USER}-{len(p.events)}"})
+        p.events[p.events.index(x)] = mine
+        group = v10[x.input_category or ""]
+        group[group.index(x)] = mine
+        p.edit(mine, mine.response.replace("may vary between", "may differ between", 1))
+    for x in noise[10 + _REPEATED_EDITS :]:
         p.edit(x, p.replace_word(x.response))
 
     # v1.1 edits: 20 = 5 closing deletions + 15 unique one-word replacements.
@@ -299,6 +313,7 @@ def planted_workload(
         consistent_deletions={("v1.0", "closing", "paragraph"): (80, 200)},
         spikes={("v1.0", "technical")},
         below_threshold_edits={("v1.0", "kindly", "please"): 5},
+        single_user_edits={("v1.0", "vary", "differ"): (_REPEATED_EDITS, 1)},
         below_threshold_deletions={("v1.1", "closing", "paragraph"): (5, 20)},
         power_user=power_user,
     )
