@@ -35,7 +35,6 @@ class ClickHouseTableWriter:
             # What clickhouse-connect raises when the server refuses the connection, so the drill takes
             # the path a real outage takes.
             raise OperationalError(
-                f"Error HTTPConnectionPool: Max retries exceeded ([Errno 111] Connection refused) executing "
-                f"HTTP request — outage drill ({self._drill.path}) until {until}"
+                f"[Errno 111] Connection refused (outage drill {self._drill.path} until {until})"
             )
         self.client.insert(self.table, rows, column_names=self.columns)
