@@ -51,10 +51,10 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
 
 
 def run_sink(settings: Settings) -> int:
-    """Run the ClickHouse sink until SIGINT/SIGTERM; return the exit code."""
-    from sinks.runner import ClickHouseSink
+    """Run the sink (its backend: ``sink.backend``) until SIGINT/SIGTERM; return the exit code."""
+    from sinks.runner import Sink
 
-    sink = ClickHouseSink(settings)
+    sink = Sink(settings)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         sink.stop()

@@ -1,22 +1,112 @@
-"""Small Kafka helpers every stage shares: client config, topic creation, offsets and lag."""
+"""Small Kafka helpers every stage shares: client config, topic creation, offsets and lag.
+
+Every admin or metadata call here goes through :func:`call_with_retries`: a broker answers "not now"
+for a while after a topic is created or a leader moves (``NOT_LEADER_FOR_PARTITION``,
+``LEADER_NOT_AVAILABLE``, a coordinator still loading, a request that timed out), and such an answer
+is retried until a deadline instead of failing the command, the demo or a test on a fresh machine.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from infra.settings import KafkaSettings
 from schemas import topics
 
+T = TypeVar("T")
+
 
 class KafkaUnavailableError(RuntimeError):
-    """The broker did not answer in time."""
+    """The broker did not answer in time, or kept answering "not now" until the deadline."""
+
+
+#: Broker and client errors that mean "not now" rather than "no": leadership moving or not yet elected
+#: (a topic created a moment ago), a group coordinator loading or moving, a request or the connection
+#: timing out, metadata not yet propagated (unknown topic or partition right after creation).
+RETRIABLE_CODES: frozenset[int] = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.KAFKA_STORAGE_ERROR,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+        KafkaError.PREFERRED_LEADER_NOT_AVAILABLE,
+        KafkaError.THROTTLING_QUOTA_EXCEEDED,
+        # librdkafka's own (negative) codes: no broker reachable yet, a local timeout, metadata not
+        # yet known for a new topic or partition, a coordinator still being looked up.
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TIMED_OUT_QUEUE,
+        KafkaError._WAIT_COORD,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The :class:`KafkaError` a :class:`KafkaException` carries, if it carries one."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a broker's "not now" (see :data:`RETRIABLE_CODES`); fatal errors never are."""
+    error = kafka_error(exc)
+    if error is None or error.fatal():
+        return False
+    return error.code() in RETRIABLE_CODES or bool(error.retriable())
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    what: str,
+    timeout_s: float = 30.0,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Return ``call()``; while it raises a retriable broker error, wait (0.1 s, doubling up to 2 s)
+    and call again. Past ``timeout_s`` raise :class:`KafkaUnavailableError` naming ``what`` and the
+    last error; any other error is raised at once, unchanged."""
+    deadline = clock() + timeout_s
+    delay = 0.1
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return call()
+        except KafkaException as exc:
+            if not is_retriable(exc):
+                raise
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise KafkaUnavailableError(
+                    f"{what}: still failing after {timeout_s:g}s and {attempts} attempts: {exc}"
+                ) from exc
+            sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
 
 
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
@@ -41,18 +131,24 @@ def public_topic_names(kafka: KafkaSettings) -> list[str]:
 
 
 def wait_for_broker(kafka: KafkaSettings, timeout_s: float = 60.0) -> None:
-    """Return once the broker answers a metadata request; raise :class:`KafkaUnavailableError` otherwise."""
+    """Return once the broker answers a metadata request; raise :class:`KafkaUnavailableError` otherwise.
+
+    Errors that waiting cannot fix (authentication, a bad configuration) are raised at once."""
     admin = AdminClient(client_config(kafka))
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
-            return
-        except KafkaException as exc:
-            last_error = exc
-            time.sleep(0.5)
-    raise KafkaUnavailableError(f"no Kafka broker answered at {kafka.bootstrap_servers}: {last_error}")
+    try:
+        call_with_retries(
+            lambda: admin.list_topics(timeout=min(5.0, max(0.5, timeout_s))), "metadata request", timeout_s
+        )
+    except KafkaUnavailableError as exc:
+        raise KafkaUnavailableError(
+            f"no Kafka broker answered at {kafka.bootstrap_servers}: {exc.__cause__}"
+        ) from exc
+
+
+def _list_topics(admin: AdminClient, timeout_s: float) -> dict[str, Any]:
+    return call_with_retries(
+        lambda: admin.list_topics(timeout=min(10.0, timeout_s)).topics, "list topics", timeout_s
+    )
 
 
 def ensure_topics(
@@ -70,7 +166,7 @@ def ensure_topics(
     """
     want = partitions or kafka.partitions
     admin = AdminClient(client_config(kafka))
-    existing = admin.list_topics(timeout=timeout_s).topics
+    existing = _list_topics(admin, timeout_s)
     names = list(dict.fromkeys(names))
     for name in names:
         if name in existing and len(existing[name].partitions) != want:
@@ -80,18 +176,29 @@ def ensure_topics(
     missing = [n for n in names if n not in existing]
     if not missing:
         return []
-    futures = admin.create_topics(
-        [NewTopic(n, want, kafka.replication_factor, config=dict(config or {})) for n in missing],
-        operation_timeout=timeout_s,
-    )
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+    todo = list(missing)
+    created: list[str] = []
+
+    def create_the_rest() -> None:
+        futures = admin.create_topics(
+            [NewTopic(n, want, kafka.replication_factor, config=dict(config or {})) for n in todo],
+            operation_timeout=timeout_s,
+        )
+        failure: KafkaException | None = None
+        for name, future in futures.items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    failure = failure or exc
+                    continue
+            todo.remove(name)
+        if failure is not None:
+            raise failure
+
+    call_with_retries(create_the_rest, f"create topics {missing}", timeout_s)
     _wait_for_leaders(admin, missing, timeout_s)
     return created
 
@@ -99,9 +206,12 @@ def ensure_topics(
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        meta = admin.list_topics(timeout=timeout_s).topics
+        meta = _list_topics(admin, timeout_s)
         if all(
-            n in meta and meta[n].partitions and all(p.leader >= 0 for p in meta[n].partitions.values())
+            n in meta
+            and meta[n].error is None
+            and meta[n].partitions
+            and all(p.leader >= 0 for p in meta[n].partitions.values())
             for n in names
         ):
             return
@@ -112,11 +222,26 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
 def delete_topics(kafka: KafkaSettings, names: Iterable[str], timeout_s: float = 30.0) -> None:
     """Delete topics that exist (used by tests to clean up after themselves)."""
     admin = AdminClient(client_config(kafka))
-    existing = admin.list_topics(timeout=timeout_s).topics
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=timeout_s).values():
-            future.result()
+    existing = _list_topics(admin, timeout_s)
+    todo = [n for n in names if n in existing]
+    if not todo:
+        return
+
+    def delete_the_rest() -> None:
+        failure: KafkaException | None = None
+        for name, future in admin.delete_topics(list(todo), operation_timeout=timeout_s).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # else: gone already
+                    failure = failure or exc
+                    continue
+            todo.remove(name)
+        if failure is not None:
+            raise failure
+
+    call_with_retries(delete_the_rest, f"delete topics {todo}", timeout_s)
 
 
 @dataclass(frozen=True)
@@ -132,32 +257,51 @@ class GroupLag:
         return sum(end - max(self.committed.get(tp, 0), 0) for tp, end in self.end_offsets.items())
 
 
-def group_lag(kafka: KafkaSettings, group_id: str, topic_names: Iterable[str]) -> GroupLag:
-    """Committed offsets of ``group_id`` against the end offsets of ``topic_names``."""
+def group_lag(
+    kafka: KafkaSettings, group_id: str, topic_names: Iterable[str], timeout_s: float = 30.0
+) -> GroupLag:
+    """Committed offsets of ``group_id`` against the end offsets of ``topic_names`` (topics that do not
+    exist count as empty). A topic whose leaders are still being elected is waited for (``timeout_s``)."""
+    names = list(topic_names)
     consumer = Consumer(client_config(kafka, **{"group.id": group_id, "enable.auto.commit": False}))
-    try:
+
+    def read() -> GroupLag:
         meta = consumer.list_topics(timeout=10)
-        tps = [
-            TopicPartition(name, p)
-            for name in topic_names
-            if name in meta.topics
-            for p in meta.topics[name].partitions
-        ]
+        tps: list[TopicPartition] = []
+        for name in names:
+            topic = meta.topics.get(name)
+            if topic is None:
+                continue
+            if topic.error is not None:  # e.g. LEADER_NOT_AVAILABLE on a topic created a moment ago
+                raise KafkaException(topic.error)
+            tps.extend(TopicPartition(name, p) for p in topic.partitions)
         end = {}
         for tp in tps:
             _, high = consumer.get_watermark_offsets(tp, timeout=10)
             end[(tp.topic, tp.partition)] = high
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=10)}
+        committed = {}
+        for tp in consumer.committed(tps, timeout=10):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            committed[(tp.topic, tp.partition)] = tp.offset
         return GroupLag(end_offsets=end, committed=committed)
+
+    try:
+        return call_with_retries(read, f"lag of consumer group {group_id}", timeout_s)
     finally:
         consumer.close()
 
 
-def group_is_stable(kafka: KafkaSettings, group_id: str) -> bool:
-    """Whether a consumer group has members and has finished rebalancing."""
+def group_is_stable(kafka: KafkaSettings, group_id: str, timeout_s: float = 10.0) -> bool:
+    """Whether a consumer group has members and has finished rebalancing (False while its
+    coordinator cannot say, or says the group does not exist)."""
     admin = AdminClient(client_config(kafka))
     try:
-        description = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
-    except KafkaException:
+        description = call_with_retries(
+            lambda: admin.describe_consumer_groups([group_id])[group_id].result(timeout=10),
+            f"describe consumer group {group_id}",
+            timeout_s,
+        )
+    except (KafkaException, KafkaUnavailableError, TimeoutError):
         return False
     return bool(description.members) and str(description.state).endswith("STABLE")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Project-local, git-ignored folder for everything the local stack and chdb write.
@@ -48,7 +48,6 @@ class ClickHouseSettings(BaseModel):
     database: str = Field("feedbackloop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     insert_batch_rows: int = Field(20_000, ge=1, description="Rows per insert, per table.")
     flush_interval_s: float = Field(1.0, gt=0, description="Longest a row waits in the sink buffer.")
-    max_retries: int = Field(5, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -56,6 +55,47 @@ class ClickHouseSettings(BaseModel):
         if not url.startswith(("chdb://", "http://", "https://")):
             raise ValueError("clickhouse url must start with chdb://, http:// or https://")
         return url
+
+
+class SinkSettings(BaseModel):
+    """How the sink writes the output topics to its backend, and what it does while the backend is down.
+
+    A failure that is not the row's own fault (the backend unreachable, overloaded, out of space, a
+    table missing) pauses consumption and is retried for as long as it takes; only rows the backend
+    refuses for what they hold are dead-lettered (see ``sinks/runner.py``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str = Field(
+        "clickhouse",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Which backend writes the rows (a name in sinks/registry.py); where it is lives in "
+        "that backend's own section, e.g. `clickhouse`.",
+    )
+    retry_initial_s: float = Field(
+        0.5, gt=0, description="Wait after the first failed write of an outage; it doubles per attempt."
+    )
+    retry_max_s: float = Field(
+        5.0, gt=0, description="Longest wait between attempts while paused (the cap of the backoff)."
+    )
+    status_log_interval_s: float = Field(
+        60.0, gt=0, description="While paused, one log line this often says so (not one per attempt)."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Serve the sink's Prometheus metrics on this port (0: do not)."
+    )
+    fault_file: Path | None = Field(
+        None,
+        description="Outage drill: while this file holds a UNIX time in the future, every write fails "
+        "as if the backend refused the connection. For tests and fire drills; unset in production.",
+    )
+
+    @model_validator(mode="after")
+    def _cap_not_below_start(self) -> SinkSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("sink.retry_max_s must be at least sink.retry_initial_s")
+        return self
 
 
 class SignalSettings(BaseModel):
@@ -301,6 +341,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    sink: SinkSettings = SinkSettings()
     pipeline: PipelineSettings = PipelineSettings()
     stack: StackSettings = StackSettings()
     producer: ProducerSettings = ProducerSettings()

@@ -1,34 +1,57 @@
-"""The ClickHouse sink stage: consume the output topics, insert in batches, commit after inserting.
+"""The sink stage: consume the output topics, buffer per table, write in batches, commit what is written.
 
-Offsets are committed only after every row read so far is in ClickHouse, so a crash replays
-rows rather than losing them, and the tables fold the replays. chdb calls block, which is fine
-here: the sink is a plain consumer loop in a process of its own (one process per chdb directory).
+Backend-neutral: the backend (``sink.backend``, see ``sinks/registry.py``) connects, writes a batch
+and says whose fault a failure was; everything else is here, once.
+
+* **Offsets** are committed per partition only up to its first row not yet in the backend (or durably
+  dead-lettered: the dead letters are acknowledged by the broker before the commit), see
+  ``sinks/offsets.py``. Nothing is committed after an unexpected error, and never in a ``finally``.
+* **The backend unavailable** (``Fault.TRANSIENT``: unreachable, overloaded, out of space, a table
+  missing, ...) pauses consumption of every assigned partition and retries the write with capped
+  exponential backoff for as long as it takes. The loop keeps polling, so the consumer stays in its
+  group. One log line when the outage starts, one every ``sink.status_log_interval_s`` while it
+  lasts, one when it ends; the status file and the metrics say ``paused`` with the last error.
+* **Rows the backend refuses** for what they hold (``Fault.ROW``) are isolated by splitting the
+  batch, sent to the dead-letter topic, and the rest of the batch is written.
+* **A revoke** gets one last write of what is buffered, then exactly the committable offsets of the
+  revoked partitions are committed and their unwritten rows forgotten (the next owner reads them
+  again). **A stop** (SIGTERM) does the same for every partition, then leaves the group.
+
+chdb calls block, which is fine here: the sink is a plain consumer loop in a process of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import random
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
 from pydantic import ValidationError
 
-from infra.clickhouse import connect
 from infra.groups import sink_group_id
 from infra.kafka import client_config
 from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, topics
-from sinks.clickhouse import migrate
-from sinks.clickhouse.writer import Pending, TableWriter
+from sinks.batch import Pending, TableBuffer
+from sinks.offsets import OffsetLedger, Partition
+from sinks.protocol import Fault, SinkBackend
+from sinks.registry import create_backend
 from sinks.rows import TABLES, TableSpec
+from sinks.stats import SinkState, SinkStats
 
 log = logging.getLogger(__name__)
+
+#: How often the counters are logged and written to the stats file while nothing changes.
+REPORT_INTERVAL_S = 10.0
 
 
 def sink_topics(settings: Settings) -> list[str]:
@@ -36,78 +59,31 @@ def sink_topics(settings: Settings) -> list[str]:
     return [topics.topic_name(spec.topic, settings.kafka.topic_namespace) for spec in TABLES]
 
 
-@dataclass
-class SinkStats:
-    """What the sink did so far, and how long rows took from publish to visible (ms, sampled)."""
-
-    consumed: int = 0
-    skipped_invalid_input: int = 0
-    dead_lettered: int = 0
-    inserted: dict[str, int] = field(default_factory=dict)
-    latency_ms: dict[str, list[int]] = field(default_factory=dict)
-    _seen: dict[str, int] = field(default_factory=dict)
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
-
-    def record_latency(self, table: str, samples: list[int], keep: int = 50_000) -> None:
-        """Reservoir-sample publish-to-visible latencies per table."""
-        reservoir = self.latency_ms.setdefault(table, [])
-        seen = self._seen.get(table, 0)
-        for sample in samples:
-            seen += 1
-            if len(reservoir) < keep:
-                reservoir.append(sample)
-            else:
-                slot = self._rng.randrange(seen)
-                if slot < keep:
-                    reservoir[slot] = sample
-        self._seen[table] = seen
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready counters and p50/p99 latency per table."""
-        latency = {}
-        for table, values in self.latency_ms.items():
-            ordered = sorted(values)
-            if ordered:
-                latency[table] = {
-                    "p50_ms": ordered[len(ordered) // 2],
-                    "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-                    "samples": self._seen.get(table, 0),
-                }
-        return {
-            "consumed": self.consumed,
-            "skipped_invalid_input": self.skipped_invalid_input,
-            "dead_lettered": self.dead_lettered,
-            "inserted": self.inserted,
-            "latency": latency,
-        }
+def _partition(message: Message) -> Partition:
+    return (message.topic() or "", message.partition() or 0)
 
 
-class ClickHouseSink:
-    """Consume, buffer, insert, commit — until :meth:`stop`."""
+class Sink:
+    """Consume, buffer, write, commit — until :meth:`stop`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backend: SinkBackend | None = None) -> None:
         self.settings = settings
-        self.stats = SinkStats()
+        self.backend = backend if backend is not None else create_backend(settings)
+        self.stats = SinkStats(backend=self.backend.name)
         self._stop = threading.Event()
-        ch = settings.clickhouse
-        self.database = ch.database
-        self.client = connect(ch)
-        migrate(self.client, ch.database)
         ns = settings.kafka.topic_namespace
         self._specs: dict[str, TableSpec] = {topics.topic_name(s.topic, ns): s for s in TABLES}
         self._raw_input = topics.topic_name(topics.INTERACTIONS, ns)
         self._deadletter_topic = topics.topic_name(topics.DEADLETTER, ns)
+        self._buffers: dict[str, TableBuffer] = {}
+        self._ledger = OffsetLedger()
+        self._paused = False
+        self._repause = False
+        self._closing = False
+        self._delay = settings.sink.retry_initial_s
+        self._next_attempt = 0.0
+        self._last_status_log = 0.0
         self._producer = OutputProducer(settings.kafka)
-        self.writers = {
-            spec.table: TableWriter(
-                self.client,
-                f"{ch.database}.{spec.table}",
-                spec.columns,
-                self._dead_letter_refused,
-                max_retries=ch.max_retries,
-            )
-            for spec in TABLES
-        }
         self._consumer = Consumer(
             client_config(
                 settings.kafka,
@@ -123,40 +99,131 @@ class ClickHouseSink:
         )
 
     def stop(self) -> None:
-        """Ask the loop to finish: it flushes, commits and returns."""
+        """Ask the loop to finish: one last write, a commit of what is written, and it returns."""
         self._stop.set()
 
+    @property
+    def paused(self) -> bool:
+        """Whether consumption is paused because the backend cannot take rows."""
+        return self._paused
+
     def run(self) -> SinkStats:
-        """Consume until stopped; always flush and commit what was read before returning."""
-        ch = self.settings.clickhouse
-        self._consumer.subscribe(list(self._specs), on_revoke=self._on_revoke)
-        last_flush = time.monotonic()
-        last_log = last_flush
+        """Consume until stopped. Raises what it cannot handle, having committed nothing for it."""
+        if self.settings.sink.metrics_port:
+            registry = CollectorRegistry()
+            registry.register(self.stats.collector())
+            # Counts only, no secrets: reachable from a scraper outside the host or container.
+            start_http_server(self.settings.sink.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
+        failed = True
         try:
-            while not self._stop.is_set():
-                for message in self._consumer.consume(num_messages=10_000, timeout=0.1):
-                    self._take(message)
-                buffered = sum(len(w) for w in self.writers.values())
-                now = time.monotonic()
-                if buffered and (buffered >= ch.insert_batch_rows or now - last_flush >= ch.flush_interval_s):
-                    self._flush_and_commit()
-                    last_flush = now
-                if now - last_log >= 10:
-                    self._report()
-                    last_log = now
+            if self._open_backend():
+                self._buffers = {
+                    spec.table: TableBuffer(spec.table, self.backend.writer(spec), self.backend.classify)
+                    for spec in TABLES
+                }
+                self._consumer.subscribe(
+                    list(self._specs),
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+                self.stats.state = SinkState.RUNNING
+                self._report("sink running")
+                self._loop()
+                self._finish()
+            failed = False
         finally:
-            self._flush_and_commit()
-            self._consumer.close()
-            self._producer.close()
-            self._report("sink stopped")
+            self._close(failed)
         return self.stats
 
-    def _report(self, what: str = "sink") -> None:
-        summary = self.stats.summary()
-        log.info("%s: %s", what, summary)
-        path = self.settings.pipeline.sink_stats_file
-        if path is not None:
-            path.write_text(json.dumps(summary, indent=2))
+    # ------------------------------------------------------------------ the loop
+
+    def _open_backend(self) -> bool:
+        """Open the backend, retrying while it is unavailable; False if stopped before it opened."""
+        sink = self.settings.sink
+        delay = sink.retry_initial_s
+        while not self._stop.is_set():
+            try:
+                self.backend.open()
+            except Exception as exc:  # the backend decides whose fault it was
+                if self.backend.classify(exc) is not Fault.TRANSIENT:
+                    raise
+                now = time.monotonic()
+                if self.stats.failed_attempt(exc, time.time()):
+                    log.warning("waiting for the %s backend to open: %s", self.backend.name, exc)
+                    self._last_status_log = now
+                    self._report()
+                elif now - self._last_status_log >= sink.status_log_interval_s:
+                    log.warning(
+                        "still waiting for the %s backend after %.0fs (%d attempts): %s",
+                        *(self.backend.name, self.stats.paused_for(), self.stats.transient_failures, exc),
+                    )
+                    self._last_status_log = now
+                self._stop.wait(delay)
+                delay = min(delay * 2, sink.retry_max_s)
+                continue
+            if self.stats.paused_since is not None:
+                lasted = self.stats.recovered(time.time())
+                log.warning("the %s backend opened after %.1fs", self.backend.name, lasted)
+            return True
+        return False
+
+    def _loop(self) -> None:
+        last_flush = last_report = time.monotonic()
+        while not self._stop.is_set():
+            for message in self._consumer.consume(num_messages=10_000, timeout=0.1):
+                self._take(message)
+            if self._repause:
+                self._repause = False
+                if self._paused:
+                    self._pause_assignment()
+            now = time.monotonic()
+            if self._paused:
+                if now >= self._next_attempt:
+                    self._write_and_commit()
+                    last_flush = now
+                self._log_still_paused(now)
+            else:
+                buffered = self._buffered()
+                if buffered and (
+                    buffered >= self.backend.batch_rows or now - last_flush >= self.backend.flush_interval_s
+                ):
+                    self._write_and_commit()
+                    last_flush = now
+            if now - last_report >= REPORT_INTERVAL_S:
+                self._report()
+                last_report = now
+
+    def _finish(self) -> None:
+        """On stop: one last write (no waiting for an unavailable backend), then commit what it holds."""
+        unavailable = self._write()
+        self._commit()
+        if unavailable is not None:
+            log.warning(
+                "sink stopping with %d rows not written (%s): their offsets stay uncommitted, the next "
+                "sink writes them",
+                *(self._buffered(), unavailable),
+            )
+
+    def _close(self, failed: bool) -> None:
+        self._closing = True  # the revoke that close() triggers must not write or commit any more
+        if failed:
+            self.stats.state = SinkState.FAILED
+        with contextlib.suppress(Exception):  # leaving the group; it commits nothing (auto-commit is off)
+            self._consumer.close()
+        if failed:
+            # Dead letters of rows whose offsets were not committed are sent again on replay; delivering
+            # these too only makes duplicates, which the dead_letters table folds.
+            with contextlib.suppress(Exception):
+                self._producer.close(10.0)
+        else:
+            self._producer.close()
+        self.backend.close()
+        if not failed:
+            self.stats.state = SinkState.STOPPED
+        self._report("sink failed" if failed else "sink stopped")
+
+    # ------------------------------------------------------------------ reading
 
     def _take(self, message: Message) -> None:
         error = message.error()
@@ -179,33 +246,152 @@ class ClickHouseSink:
             if topic == self._raw_input:
                 # The processor dead-letters invalid input with the full reason; counting is enough here.
                 self.stats.skipped_invalid_input += 1
-                return
-            self._send_dead_letter(message, f"{spec.table}: {exc}", "validation_error")
-            return
-        self.writers[spec.table].add(row, message)
+            else:
+                self._send_dead_letter(message, f"{spec.table}: {exc}", "validation_error")
+        else:
+            self._buffers[spec.table].add(row, message)
+        self._ledger.read(_partition(message), message.offset() or 0)
 
-    def _flush_and_commit(self) -> None:
-        for table, writer in self.writers.items():
-            published = [m.timestamp()[1] for m in writer.sources()]
-            count = writer.flush()
-            self.stats.inserted[table] = self.stats.inserted.get(table, 0) + count
-            visible = int(time.time() * 1000)
-            self.stats.record_latency(table, [visible - t for t in published if t > 0])
+    def _buffered(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    def _buffered_offsets(self) -> Iterator[tuple[Partition, int]]:
+        for buffer in self._buffers.values():
+            for pending in buffer.pending():
+                yield _partition(pending.source), pending.source.offset() or 0
+
+    # ------------------------------------------------------------------ writing and committing
+
+    def _write(self) -> BaseException | None:
+        """Write every table's buffer; stop at the first table the backend cannot take (returned)."""
+        for table, buffer in self._buffers.items():
+            if not len(buffer):
+                continue
+            result = buffer.flush()
+            if result.written:
+                self.stats.inserted[table] = self.stats.inserted.get(table, 0) + len(result.written)
+                visible = int(time.time() * 1000)
+                published = (p.source.timestamp()[1] for p in result.written)
+                self.stats.record_latency(table, [visible - t for t in published if t > 0])
+            for pending, reason in result.refused:
+                self._dead_letter_refused(pending, reason)
+            if result.unavailable is not None:
+                return result.unavailable
+        return None
+
+    def _commit(self, only: Iterable[Partition] | None = None) -> None:
+        """Commit the committable offsets (of ``only``, else of every partition read)."""
         self._producer.flush_blocking(60.0)  # dead letters are durable before their offsets commit
+        offsets = self._ledger.committable(self._buffered_offsets(), only)
+        if not offsets:
+            return
         try:
-            self._consumer.commit(asynchronous=False)
-        except Exception as exc:  # nothing to commit, or a rebalance: the next commit covers it
-            log.debug("commit skipped: %s", exc)
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:  # e.g. a rebalance under way: the next commit covers these rows
+            log.info("commit of %d partitions skipped: %s", len(offsets), exc)
+            return
+        self._ledger.committed(offsets)
 
-    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        self._flush_and_commit()
+    def _write_and_commit(self, only: Iterable[Partition] | None = None) -> None:
+        unavailable = self._write()
+        self._commit(only)
+        if unavailable is not None:
+            self._backend_unavailable(unavailable)
+        elif self._paused:
+            self._backend_back()
+
+    # ------------------------------------------------------------------ outages
+
+    def _backend_unavailable(self, error: BaseException) -> None:
+        sink = self.settings.sink
+        if self.stats.failed_attempt(error, time.time()):
+            self._paused = True
+            self.stats.state = SinkState.PAUSED
+            self._pause_assignment()
+            self._delay = sink.retry_initial_s
+            log.warning(
+                "sink paused: the %s backend cannot take rows (%s). Consumption is paused and %d rows "
+                "stay buffered with their offsets uncommitted; retrying every %g-%gs until it can",
+                *(self.backend.name, error, self._buffered(), sink.retry_initial_s, sink.retry_max_s),
+            )
+            self._last_status_log = time.monotonic()
+            self._report()
+        else:
+            self._delay = min(self._delay * 2, sink.retry_max_s)
+        self._next_attempt = time.monotonic() + self._delay
+
+    def _backend_back(self) -> None:
+        attempts = self.stats.transient_failures
+        lasted = self.stats.recovered(time.time())
+        self._paused = False
+        self.stats.state = SinkState.RUNNING
+        self._resume_assignment()
+        log.warning(
+            "sink resumed: the %s backend took the buffered rows after %.1fs (%d failed attempts so far)",
+            *(self.backend.name, lasted, attempts),
+        )
+        self._report()
+
+    def _log_still_paused(self, now: float) -> None:
+        if now - self._last_status_log < self.settings.sink.status_log_interval_s:
+            return
+        self._last_status_log = now
+        log.warning(
+            "sink still paused after %.0fs (%d failed attempts, %d rows buffered); last error: %s",
+            *(
+                self.stats.paused_for(),
+                self.stats.transient_failures,
+                self._buffered(),
+                self.stats.last_error,
+            ),
+        )
+
+    def _pause_assignment(self) -> None:
+        assignment = self._consumer.assignment()
+        if assignment:
+            self._consumer.pause(assignment)
+
+    def _resume_assignment(self) -> None:
+        assignment = self._consumer.assignment()
+        if assignment:
+            self._consumer.resume(assignment)
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self._repause = True  # new partitions of a paused sink are paused once the assignment is in place
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            return
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._write_and_commit(only=revoked)  # one attempt: the partitions go now, written or not
+        self._forget(revoked, "revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may own them already, so nothing may be committed for them.
+        self._forget({(tp.topic, tp.partition) for tp in partitions}, "lost")
+
+    def _forget(self, partitions: set[Partition], why: str) -> None:
+        dropped = sum(b.discard(lambda m: _partition(m) in partitions) for b in self._buffers.values())
+        self._ledger.forget(partitions)
+        if dropped:
+            log.info("%d unwritten rows of %s partitions left to their next owner", dropped, why)
+
+    # ------------------------------------------------------------------ dead letters and status
 
     def _dead_letter_refused(self, pending: Pending, error: str) -> None:
-        message = pending.source
+        message: Message = pending.source
         if message.topic() == self._deadletter_topic:
-            log.error("dead letter refused by ClickHouse, not re-queued (it would loop): %s", error)
+            log.error(
+                "dead letter refused by the %s backend, not re-queued (it would loop): %s",
+                self.backend.name,
+                error,
+            )
             return
-        self._send_dead_letter(message, f"ClickHouse refused the row: {error}", "insert_error")
+        self._send_dead_letter(message, f"{self.backend.name} refused the row: {error}", "insert_error")
 
     def _send_dead_letter(self, message: Message, reason: str, error_type: str) -> None:
         self.stats.dead_lettered += 1
@@ -220,3 +406,13 @@ class ClickHouseSink:
             stage="sink",
         )
         self._producer.produce(self._deadletter_topic, message.key(), letter.model_dump_json().encode())
+
+    def _report(self, what: str = "sink") -> None:
+        summary: dict[str, Any] = self.stats.summary()
+        log.info("%s: %s", what, summary)
+        path = self.settings.pipeline.sink_stats_file
+        if path is not None:
+            # Replaced whole, so a reader never sees half a file.
+            scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            scratch.write_text(json.dumps(summary, indent=2))
+            os.replace(scratch, path)

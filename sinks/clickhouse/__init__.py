@@ -1,6 +1,8 @@
-"""The ClickHouse backend of the sink: its schema (numbered migrations) and its batched table writer."""
+"""The ClickHouse backend of the sink: its schema (numbered migrations), its writer, its error classes."""
 
+from sinks.clickhouse.backend import ClickHouseBackend
+from sinks.clickhouse.errors import classify
 from sinks.clickhouse.schema import Migration, migrate, migrations
-from sinks.clickhouse.writer import Pending, TableWriter
+from sinks.clickhouse.writer import ClickHouseTableWriter
 
-__all__ = ["Migration", "Pending", "TableWriter", "migrate", "migrations"]
+__all__ = ["ClickHouseBackend", "ClickHouseTableWriter", "Migration", "classify", "migrate", "migrations"]
