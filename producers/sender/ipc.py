@@ -3,7 +3,7 @@
 Kept free of pydantic, schemas and the settings, so the sender process starts quickly and small.
 
 **App → sender: one pipe** (the sender's stdin) carrying *frames*, which are spool records
-(:func:`producers.sender.spool.encode_record`: length, CRC-32, topic, key, value) back to back. The
+(:func:`producers.sender.spool.encode_record`: mark, length, CRC-32, topic, key, value) back to back. The
 sender writes a record frame to the spool as it is, without decoding or re-encoding it. A frame
 whose topic is empty (no Kafka topic can be empty) is a *control frame*; its value is a JSON
 object:
@@ -34,9 +34,9 @@ from typing import Any, Final
 
 import orjson
 
-from producers.sender.spool import MAX_RECORD_BYTES
+from producers.sender.spool import MAX_RECORD_BYTES, RECORD_MARK
 
-_HEADER: Final = struct.Struct(">II")
+_HEADER: Final = struct.Struct(">4sII")
 _KEY_LEN: Final = struct.Struct(">i")
 _MESSAGE_LEN: Final = struct.Struct(">I")
 _TOPIC_LEN: Final = struct.Struct(">H")
@@ -67,13 +67,13 @@ def record_frame(prefix: bytes, key: bytes | None, value: bytes) -> bytes:
     (chaining the CRC over the parts to save the body's copy measured slower).
     """
     body = b"".join((prefix, _KEY_LEN.pack(-1 if key is None else len(key)), key or b"", value))
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+    return _HEADER.pack(RECORD_MARK, len(body), zlib.crc32(body)) + body
 
 
 def control_frame(message: dict[str, Any]) -> bytes:
     """A control frame carrying ``message`` (see the module docstring)."""
     body = _CONTROL_PREFIX + _NO_KEY + orjson.dumps(message)
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+    return _HEADER.pack(RECORD_MARK, len(body), zlib.crc32(body)) + body
 
 
 def is_control(frame: bytes) -> bool:
@@ -94,9 +94,9 @@ def split_frames(data: bytes) -> tuple[list[bytes | dict[str, Any]], int]:
     header = _HEADER.size
     unpack = _HEADER.unpack_from
     while pos + header <= end_of_data:
-        length, crc = unpack(data, pos)
-        if length < _MIN_BODY or length > MAX_RECORD_BYTES:
-            raise ProtocolError(f"frame of {length} bytes at offset {pos}")
+        mark, length, crc = unpack(data, pos)
+        if mark != RECORD_MARK or length < _MIN_BODY or length > MAX_RECORD_BYTES:
+            raise ProtocolError(f"no frame at offset {pos} (mark {mark.hex()}, length {length})")
         end = pos + header + length
         if end > end_of_data:
             break
