@@ -159,6 +159,14 @@ class Slot(IntEnum):
     SPOOL_PENDING_BYTES = 12
     SPOOLING = 13  # 1 in spool mode
     FLUSHED = 14  # the highest flush id whose events are all acknowledged
+    # Bytes of record frames the sender no longer needs spool room for (acknowledged, failed,
+    # dropped, or written to the spool) minus the spool's size. What the app reserves against
+    # producer.spool_max_bytes is the bytes of the frames it accepted minus this: one slot, so
+    # one aligned read sees both parts at the same moment.
+    RELEASED = 15
+    FAULT = 16  # 0, or the errno of why the spool takes no record now: the app refuses events
+    WRITE_ERRORS = 17  # spool writes that failed
+    SKIPPED = 18  # damaged or torn spool records the reader skipped
 
 
 class State(IntEnum):
@@ -176,6 +184,8 @@ COUNTER_SLOTS: Final = {
     "spooled": Slot.SPOOLED,
     "dropped": Slot.DROPPED,
     "replayed": Slot.REPLAYED,
+    "spool_write_errors": Slot.WRITE_ERRORS,
+    "spool_skipped": Slot.SKIPPED,
 }
 
 STATUS_BYTES: Final = 4096
@@ -191,6 +201,11 @@ class StatusBlock:
     def __init__(self, buffer: bytearray | mmap.mmap | None = None) -> None:
         self._buffer = buffer if buffer is not None else bytearray(STATUS_BYTES)
         self._slots = memoryview(self._buffer).cast("q")
+
+    @property
+    def slots(self) -> memoryview:
+        """The int64 slots themselves, indexed by ``int(Slot.X)`` (for a hot path: no call)."""
+        return self._slots
 
     def __getitem__(self, slot: Slot) -> int:
         return int(self._slots[slot])
