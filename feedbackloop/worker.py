@@ -83,17 +83,39 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
 
 
 def run_sink(settings: Settings) -> int:
-    """Run the ClickHouse sink until SIGINT/SIGTERM; return the exit code."""
+    """Run the ClickHouse sink until SIGINT/SIGTERM; return the exit code.
+
+    A sink on embedded ClickHouse refuses to share its consumer group (``sinks.guard``): before it
+    starts, and while it runs. It then exits with ``SPLIT_EXIT_CODE``.
+    """
+    from sinks.guard import SPLIT_EXIT_CODE, SplitError, SplitWatch, check_alone
     from sinks.runner import ClickHouseSink
 
+    try:
+        check_alone(settings)
+    except SplitError as exc:
+        log.error("%s", exc)
+        return SPLIT_EXIT_CODE
     sink = ClickHouseSink(settings)
+    split: list[str] = []
+
+    def refuse(message: str) -> None:
+        split.append(message)
+        sink.stop()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         sink.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    sink.run()
+    watch = SplitWatch(settings, refuse).start()
+    try:
+        sink.run()
+    finally:
+        watch.stop()
+    if split:
+        log.error("%s", split[0])
+        return SPLIT_EXIT_CODE
     return 0
 
 
