@@ -75,6 +75,12 @@ class SignalSettings(BaseModel):
     edit_small_max_norm: float = Field(0.15, ge=0, le=1, description="edit_distance_norm <= this is small.")
     edit_large_min_norm: float = Field(0.5, ge=0, le=1, description="edit_distance_norm >= this is large.")
 
+    @property
+    def settle_delay_s(self) -> float:
+        """How long after ``created_at`` an interaction settles: the longest window a later event can still
+        change its signals in. The processors settle on it and the evaluator cuts its windows by it."""
+        return max(self.abandon_window_s, self.rephrase_window_s, self.followup_window_s)
+
 
 class PipelineSettings(BaseModel):
     """How the stream processors run."""
