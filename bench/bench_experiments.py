@@ -16,11 +16,8 @@ from collections.abc import Callable
 from statistics import median
 
 from experiments import (
-    Action,
     DetectorState,
-    EventKind,
     ExperimentConfig,
-    Metric,
     RatioMoments,
     RegressionConfig,
     assess,
@@ -28,6 +25,7 @@ from experiments import (
     srm_test,
     step,
 )
+from schemas.experiments import AlertKind, DecisionAction, OutcomeMetric
 from tests.unit.test_experiment_decision import (
     BASE,
     CONTROL,
@@ -74,9 +72,9 @@ def main() -> None:
             outcomes = Counter(
                 simulate_experiment(rng, config, BASE, BASE, per_window, windows)[0].action for _ in range(n)
             )
-            decided = outcomes[Action.PROMOTE] + outcomes[Action.REVERT]
+            decided = outcomes[DecisionAction.PROMOTE] + outcomes[DecisionAction.REVERT]
             print(f"   {windows:3d} looks x {per_window} users: promote+revert {share(decided, n)}")
-            print(f"   {'':25} invalid (SRM)  {share(outcomes[Action.INVALID], n)}")
+            print(f"   {'':25} invalid (SRM)  {share(outcomes[DecisionAction.INVALID], n)}")
 
     def power() -> None:
         needed = required_sample_size(0.30, -0.10, alpha=config.primary_alpha, split=config.split)
@@ -87,7 +85,7 @@ def main() -> None:
             per_window = math.ceil(needed.total / windows)
             promoted = sum(
                 simulate_experiment(rng, config, BASE, treatment, per_window, windows)[0].action
-                is Action.PROMOTE
+                is DecisionAction.PROMOTE
                 for _ in range(n)
             )
             print(f"   {windows:3d} looks: promoted {share(promoted, n)}")
@@ -99,7 +97,7 @@ def main() -> None:
             cfg = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5))
             flagged = sum(
                 simulate_experiment(rng, cfg, BASE, BASE, 1_000, 10, treatment_share=treated_share)[0].action
-                is Action.INVALID
+                is DecisionAction.INVALID
                 for _ in range(n)
             )
             print(f"   {treated_share:.0%} on 50/50, 10 looks to 10k users: flagged {share(flagged, n)}")
@@ -109,7 +107,7 @@ def main() -> None:
         pool = clustered_user_pool(rng, 20_000)
         n = runs(2_000)
         results = [simulate_clustered_aa(rng, cfg, pool, 100, 20) for _ in range(n)]
-        decisive = (Action.PROMOTE, Action.REVERT)
+        decisive = (DecisionAction.PROMOTE, DecisionAction.REVERT)
         print(f"   users as unit:        false decisions {share(sum(u in decisive for u, _ in results), n)}")
         print(f"   interactions as unit: false decisions {share(sum(i in decisive for _, i in results), n)}")
 
@@ -118,7 +116,7 @@ def main() -> None:
         streams, windows = runs(100), 1_440
         alerts = 0
         for _ in range(streams):
-            state = DetectorState(VERSION, Metric.ABANDONMENT_RATE, default)
+            state = DetectorState(VERSION, OutcomeMetric.ABANDONMENT_RATE, default)
             for index, moments in enumerate(rate_windows(rng, steady(0.10), windows)):
                 state, events = step(state, observation(index, moments))
                 alerts += len(events)
@@ -136,11 +134,11 @@ def main() -> None:
         opened_after: list[int] = []
         resolved_after: list[int] = []
         for _ in range(runs(200)):
-            state = DetectorState(VERSION, Metric.ABANDONMENT_RATE, default)
+            state = DetectorState(VERSION, OutcomeMetric.ABANDONMENT_RATE, default)
             for index, moments in enumerate(rate_windows(rng, step_rise(0.10, 0.20, 100, 160), 220)):
                 state, events = step(state, observation(index, moments))
                 for event in events:
-                    if event.kind is EventKind.ALERT:
+                    if event.kind is AlertKind.ALERT:
                         opened_after.append(index - 100)
                     else:
                         resolved_after.append(index - 160)

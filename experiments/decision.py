@@ -1,6 +1,6 @@
 """The decision after each window of a prompt A/B experiment: continue, promote, revert or invalid. Pure.
 
-Rules, in the order they are applied (the first that fires wins; :class:`Rule` names them):
+Rules, in the order they are applied (the first that fires wins; :class:`DecisionRule` names them):
 
 1. ``sample_ratio_mismatch`` -> ``invalid``: the user counts per arm fail the chi-square goodness-of-fit
    test against the intended split (p < ``srm_threshold``). Nothing else is trusted when assignment or
@@ -38,38 +38,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 from experiments.stats import (
     ArmStats,
-    Metric,
     SrmResult,
     optimal_mixture_sd,
     relative_effect,
     sequential_test,
     srm_test,
 )
-
-
-class Action(StrEnum):
-    """What the evaluator should do with the experiment."""
-
-    CONTINUE = "continue"
-    PROMOTE = "promote"
-    REVERT = "revert"
-    INVALID = "invalid"
-
-
-class Rule(StrEnum):
-    """Which rule produced the decision (module docstring)."""
-
-    SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
-    INSUFFICIENT_SAMPLE = "insufficient_sample"
-    GUARDRAIL_WORSE = "guardrail_worse"
-    PRIMARY_WORSE = "primary_worse"
-    PRIMARY_BETTER = "primary_better"
-    BELOW_MINIMUM_IMPROVEMENT = "below_minimum_improvement"
-    NO_SIGNIFICANT_DIFFERENCE = "no_significant_difference"
+from schemas.experiments import DecisionAction, DecisionRule, OutcomeMetric
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +58,8 @@ class ExperimentConfig:
     treatment: str
     #: Intended (control, treatment) shares of users.
     split: tuple[float, float] = (0.8, 0.2)
-    primary: Metric = Metric.REGENERATION_RATE
-    guardrails: tuple[Metric, ...] = (Metric.ABANDONMENT_RATE, Metric.RESPONSE_TIME)
+    primary: OutcomeMetric = OutcomeMetric.REGENERATION_RATE
+    guardrails: tuple[OutcomeMetric, ...] = (OutcomeMetric.ABANDONMENT_RATE, OutcomeMetric.RESPONSE_TIME)
     min_interactions_per_arm: int = 500
     #: Relative improvement of the primary worth promoting (0.10: at least 10% lower).
     min_relative_improvement: float = 0.10
@@ -146,7 +124,7 @@ class MetricResult:
     metric, ``*_users`` the users behind them.
     """
 
-    metric: Metric
+    metric: OutcomeMetric
     role: str
     control_mean: float
     treatment_mean: float
@@ -176,8 +154,8 @@ class MetricResult:
 class Decision:
     """The action, the rule that fired, a one-line reason and every number behind it."""
 
-    action: Action
-    rule: Rule
+    action: DecisionAction
+    rule: DecisionRule
     reason: str
     control: ArmSummary
     treatment: ArmSummary
@@ -187,7 +165,7 @@ class Decision:
 
 
 def compare(
-    metric: Metric,
+    metric: OutcomeMetric,
     role: str,
     control: ArmStats,
     treatment: ArmStats,
@@ -238,8 +216,8 @@ def evaluate(config: ExperimentConfig, stats_by_arm: Mapping[str, ArmStats]) -> 
     srm = srm_test((control.users, treatment.users), config.split, config.srm_threshold)
 
     def decide(
-        action: Action,
-        rule: Rule,
+        action: DecisionAction,
+        rule: DecisionRule,
         reason: str,
         primary: MetricResult | None = None,
         guardrails: tuple[MetricResult, ...] = (),
@@ -248,16 +226,16 @@ def evaluate(config: ExperimentConfig, stats_by_arm: Mapping[str, ArmStats]) -> 
 
     if srm.mismatch:
         return decide(
-            Action.INVALID,
-            Rule.SAMPLE_RATIO_MISMATCH,
+            DecisionAction.INVALID,
+            DecisionRule.SAMPLE_RATIO_MISMATCH,
             f"users {srm.observed} vs expected {tuple(round(e) for e in srm.expected)}: "
             f"chi2={srm.chi2:.1f}, p={srm.p_value:.2g} < {srm.threshold}",
         )
     smallest = min(control.interactions, treatment.interactions)
     if smallest < config.min_interactions_per_arm:
         return decide(
-            Action.CONTINUE,
-            Rule.INSUFFICIENT_SAMPLE,
+            DecisionAction.CONTINUE,
+            DecisionRule.INSUFFICIENT_SAMPLE,
             f"{smallest} interactions in the smaller arm, {config.min_interactions_per_arm} needed",
         )
 
@@ -270,29 +248,39 @@ def evaluate(config: ExperimentConfig, stats_by_arm: Mapping[str, ArmStats]) -> 
     worse = [g for g in guardrails if g.ci_low > config.guardrail_tolerance]
     if worse:
         return decide(
-            Action.REVERT,
-            Rule.GUARDRAIL_WORSE,
+            DecisionAction.REVERT,
+            DecisionRule.GUARDRAIL_WORSE,
             "guardrail worse: " + "; ".join(_describe(g) for g in worse),
             primary,
             guardrails,
         )
     if primary.significantly_worse:
-        return decide(Action.REVERT, Rule.PRIMARY_WORSE, "worse: " + _describe(primary), primary, guardrails)
+        return decide(
+            DecisionAction.REVERT,
+            DecisionRule.PRIMARY_WORSE,
+            "worse: " + _describe(primary),
+            primary,
+            guardrails,
+        )
     if primary.significantly_better:
         if -primary.ci_low >= config.min_relative_improvement:
             return decide(
-                Action.PROMOTE, Rule.PRIMARY_BETTER, "better: " + _describe(primary), primary, guardrails
+                DecisionAction.PROMOTE,
+                DecisionRule.PRIMARY_BETTER,
+                "better: " + _describe(primary),
+                primary,
+                guardrails,
             )
         return decide(
-            Action.CONTINUE,
-            Rule.BELOW_MINIMUM_IMPROVEMENT,
+            DecisionAction.CONTINUE,
+            DecisionRule.BELOW_MINIMUM_IMPROVEMENT,
             f"better but by less than {config.min_relative_improvement:.0%}: " + _describe(primary),
             primary,
             guardrails,
         )
     return decide(
-        Action.CONTINUE,
-        Rule.NO_SIGNIFICANT_DIFFERENCE,
+        DecisionAction.CONTINUE,
+        DecisionRule.NO_SIGNIFICANT_DIFFERENCE,
         "no significant difference: " + _describe(primary),
         primary,
         guardrails,

@@ -56,28 +56,13 @@ import math
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 from statistics import NormalDist
 
-from experiments.stats import Metric, RatioMoments
+from experiments.stats import RatioMoments
+from schemas.experiments import AlertKind, AlertSeverity, OutcomeMetric
 
 _NORMAL = NormalDist()
 _INCIDENT_NAMESPACE = uuid.UUID("6f0c1d3e-5b1a-4f53-9a57-3c1f1d6e8a20")
-
-
-class Severity(StrEnum):
-    """How bad a regression is, from its relative rise."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-class EventKind(StrEnum):
-    """An incident opening or closing."""
-
-    ALERT = "alert"
-    RESOLVE = "resolve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +98,12 @@ class RegressionConfig:
         """Significance level of each window's test (Bonferroni share of the budget)."""
         return self.false_alarm_budget / self.horizon_windows
 
-    def severity(self, relative_rise: float) -> Severity:
+    def severity(self, relative_rise: float) -> AlertSeverity:
         """The severity of a rise of this relative size."""
         medium, high = self.severity_levels
         if relative_rise >= high:
-            return Severity.HIGH
-        return Severity.MEDIUM if relative_rise >= medium else Severity.LOW
+            return AlertSeverity.HIGH
+        return AlertSeverity.MEDIUM if relative_rise >= medium else AlertSeverity.LOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +111,7 @@ class WindowObservation:
     """One closed window of one metric of one prompt version, as user-level moments."""
 
     version: str
-    metric: Metric
+    metric: OutcomeMetric
     window_start: datetime
     window_end: datetime
     moments: RatioMoments
@@ -157,17 +142,17 @@ class Incident:
     opened_at: datetime
     expected: float
     peak_relative_rise: float
-    peak_severity: Severity
+    peak_severity: AlertSeverity
 
 
 @dataclass(frozen=True, slots=True)
 class RegressionEvent:
     """An ``alert`` (an incident opened) or a ``resolve`` (it recovered), with the window behind it."""
 
-    kind: EventKind
+    kind: AlertKind
     incident_id: str
     version: str
-    metric: Metric
+    metric: OutcomeMetric
     window_start: datetime
     window_end: datetime
     observed: float
@@ -177,7 +162,7 @@ class RegressionEvent:
     relative_rise: float
     z: float
     p_value: float
-    severity: Severity
+    severity: AlertSeverity
     opened_at: datetime
 
 
@@ -186,7 +171,7 @@ class DetectorState:
     """What one (version, metric) detector remembers between windows; start with ``DetectorState(v, m)``."""
 
     version: str
-    metric: Metric
+    metric: OutcomeMetric
     config: RegressionConfig = field(default_factory=RegressionConfig)
     baseline: tuple[RatioMoments, ...] = ()
     breach_streak: int = 0
@@ -196,7 +181,7 @@ class DetectorState:
     last_window_end: datetime | None = None
 
 
-def incident_id(version: str, metric: Metric, opened_at: datetime) -> str:
+def incident_id(version: str, metric: OutcomeMetric, opened_at: datetime) -> str:
     """A deterministic id, so that a replay of the same windows names the same incident."""
     return str(uuid.uuid5(_INCIDENT_NAMESPACE, f"{version}\x1f{metric}\x1f{opened_at.isoformat()}"))
 
@@ -249,7 +234,7 @@ def assess(baseline: tuple[RatioMoments, ...], window: RatioMoments, config: Reg
 
 
 def _event(
-    kind: EventKind, state: DetectorState, obs: WindowObservation, a: Assessment, incident: Incident
+    kind: AlertKind, state: DetectorState, obs: WindowObservation, a: Assessment, incident: Incident
 ) -> RegressionEvent:
     return RegressionEvent(
         kind=kind,
@@ -306,7 +291,7 @@ def step(state: DetectorState, obs: WindowObservation) -> tuple[DetectorState, t
             incident_id(state.version, state.metric, started), started, a.expected, a.relative_rise, severity
         )
         opened = replace(state, breach_streak=0, streak_started=None, clear_streak=0, incident=incident)
-        return opened, (_event(EventKind.ALERT, opened, obs, a, incident),)
+        return opened, (_event(AlertKind.ALERT, opened, obs, a, incident),)
 
     if a.relative_rise > incident.peak_relative_rise:
         incident = replace(
@@ -318,4 +303,4 @@ def step(state: DetectorState, obs: WindowObservation) -> tuple[DetectorState, t
     if clear_streak < config.resolve_after:
         return replace(state, incident=incident, clear_streak=clear_streak), ()
     resolved = replace(state, incident=None, clear_streak=0)
-    return resolved, (_event(EventKind.RESOLVE, resolved, obs, a, incident),)
+    return resolved, (_event(AlertKind.RESOLVE, resolved, obs, a, incident),)

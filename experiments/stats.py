@@ -10,7 +10,7 @@ Unit of analysis
 
         Var(R) ~= sum_i (y_i - R n_i)^2 / N^2 * U / (U - 1)
 
-    (Deng, Knoblich & Lu, "Applying the Delta Method in Metric Analytics", KDD 2018; Deng, Lu & Litz,
+    (Deng, Knoblich & Lu, "Applying the Delta Method in OutcomeMetric Analytics", KDD 2018; Deng, Lu & Litz,
     "Trustworthy Analysis of Online A/B Tests", WSDM 2017). It needs only ``U, N, Y`` and the sums of
     ``n^2, y^2, n*y`` over users, which :class:`UserRatioStats` keeps exactly while users keep arriving.
 
@@ -43,9 +43,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from statistics import NormalDist
 from typing import TYPE_CHECKING
+
+from schemas.experiments import OutcomeMetric
 
 if TYPE_CHECKING:
     from schemas.derived import InteractionOutcome
@@ -53,33 +54,18 @@ if TYPE_CHECKING:
 _NORMAL = NormalDist()
 
 
-class Metric(StrEnum):
-    """The outcome metrics an experiment or a regression alert can watch. All are lower-is-better."""
-
-    REGENERATION_RATE = "regeneration_rate"
-    CORRECTION_RATE = "correction_rate"
-    ABANDONMENT_RATE = "abandonment_rate"
-    EDIT_DISTANCE = "edit_distance_norm"
-    RESPONSE_TIME = "response_time_ms"
-
-    @property
-    def is_rate(self) -> bool:
-        """True for the 0/1 metrics (a share of interactions), False for means of a measured value."""
-        return self not in (Metric.EDIT_DISTANCE, Metric.RESPONSE_TIME)
-
-
-def outcome_values(outcome: InteractionOutcome) -> dict[Metric, float | None]:
+def outcome_values(outcome: InteractionOutcome) -> dict[OutcomeMetric, float | None]:
     """The value each metric takes for one interaction outcome; ``None`` where the metric does not apply.
 
     Edit distance is only defined for edited interactions, so it is ``None`` for the others and the
     mean edit distance is a mean over edited interactions only.
     """
     return {
-        Metric.REGENERATION_RATE: float(outcome.regenerated),
-        Metric.CORRECTION_RATE: float(outcome.corrected),
-        Metric.ABANDONMENT_RATE: float(outcome.abandoned),
-        Metric.EDIT_DISTANCE: outcome.edit_distance_norm if outcome.edited else None,
-        Metric.RESPONSE_TIME: float(outcome.response_time_ms),
+        OutcomeMetric.REGENERATION_RATE: float(outcome.regenerated),
+        OutcomeMetric.CORRECTION_RATE: float(outcome.corrected),
+        OutcomeMetric.ABANDONMENT_RATE: float(outcome.abandoned),
+        OutcomeMetric.EDIT_DISTANCE: outcome.edit_distance_norm if outcome.edited else None,
+        OutcomeMetric.RESPONSE_TIME: float(outcome.response_time_ms),
     }
 
 
@@ -203,9 +189,9 @@ class ArmStats:
 
     users: int = 0
     interactions: int = 0
-    metrics: Mapping[Metric, RatioMoments] = field(default_factory=dict)
+    metrics: Mapping[OutcomeMetric, RatioMoments] = field(default_factory=dict)
 
-    def moments(self, metric: Metric) -> RatioMoments:
+    def moments(self, metric: OutcomeMetric) -> RatioMoments:
         """The metric's moments; empty when the arm has none for it."""
         return self.metrics.get(metric, RatioMoments())
 
@@ -218,16 +204,16 @@ class ArmAccumulator:
     def __init__(self) -> None:
         self._per_user_interactions: dict[str, int] = {}
         self._interactions = 0
-        self._metrics: dict[Metric, UserRatioStats] = {}
+        self._metrics: dict[OutcomeMetric, UserRatioStats] = {}
 
-    def add(self, user_id: str, values: Mapping[Metric, float | None]) -> None:
+    def add(self, user_id: str, values: Mapping[OutcomeMetric, float | None]) -> None:
         """Record one interaction of ``user_id``; metrics whose value is ``None`` do not apply to it."""
         self._count(user_id, +1)
         for metric, value in values.items():
             if value is not None:
                 self._metrics.setdefault(metric, UserRatioStats()).add(user_id, value)
 
-    def retract(self, user_id: str, values: Mapping[Metric, float | None]) -> None:
+    def retract(self, user_id: str, values: Mapping[OutcomeMetric, float | None]) -> None:
         """Undo :meth:`add` of the same values: an amended outcome is replaced by retract(old), add(new)."""
         self._count(user_id, -1)
         for metric, value in values.items():

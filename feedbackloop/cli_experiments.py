@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from experiments.evaluator import apply_decision, changed_status
+from experiments.records import apply_decision, changed_status
 from experiments.store import (
     ExperimentExistsError,
     ExperimentNotFoundError,

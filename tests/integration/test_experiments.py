@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner
 
-from experiments.evaluator import Emission, Evaluator, EvaluatorConfig
+from experiments.config import EvaluatorConfig
+from experiments.evaluator import Emission, Evaluator
 from experiments.store import (
     ExperimentTopics,
     create_experiment,

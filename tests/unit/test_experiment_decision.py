@@ -17,16 +17,14 @@ from functools import lru_cache
 import pytest
 
 from experiments import (
-    Action,
     ArmStats,
     Decision,
     ExperimentConfig,
-    Metric,
     RatioMoments,
-    Rule,
     evaluate,
     required_sample_size,
 )
+from schemas.experiments import DecisionAction, DecisionRule, OutcomeMetric
 
 CONTROL, TREATMENT = "v1.0", "v1.1"
 LATENCY_MEAN_MS, LATENCY_SD_MS = 800.0, 300.0
@@ -58,15 +56,15 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
 
 
 def single_interaction_window(
-    rng: random.Random, users: int, rates: Mapping[Metric, float]
-) -> dict[Metric, RatioMoments]:
+    rng: random.Random, users: int, rates: Mapping[OutcomeMetric, float]
+) -> dict[OutcomeMetric, RatioMoments]:
     """Moments of ``users`` new users with one interaction each: binomial counts for the rate metrics and
     normal latencies, whose sum and sum of squares are drawn exactly (normal sum, chi-square deviations)."""
     moments = {metric: _binary_moments(users, binomial(rng, users, p)) for metric, p in rates.items()}
     if users > 1:
         total = rng.gauss(users * LATENCY_MEAN_MS, math.sqrt(users) * LATENCY_SD_MS)
         squares = rng.gammavariate((users - 1) / 2, 2 * LATENCY_SD_MS**2) + total * total / users
-        moments[Metric.RESPONSE_TIME] = RatioMoments(users, users, total, users, squares, total)
+        moments[OutcomeMetric.RESPONSE_TIME] = RatioMoments(users, users, total, users, squares, total)
     return moments
 
 
@@ -78,8 +76,8 @@ def _binary_moments(interactions: int, events: int) -> RatioMoments:
 def simulate_experiment(
     rng: random.Random,
     config: ExperimentConfig,
-    control_rates: Mapping[Metric, float],
-    treatment_rates: Mapping[Metric, float],
+    control_rates: Mapping[OutcomeMetric, float],
+    treatment_rates: Mapping[OutcomeMetric, float],
     users_per_window: int,
     windows: int,
     treatment_share: float | None = None,
@@ -90,7 +88,7 @@ def simulate_experiment(
     Returns the last decision and the number of windows seen.
     """
     share = config.split[1] if treatment_share is None else treatment_share
-    totals: dict[str, dict[Metric, RatioMoments]] = {CONTROL: {}, TREATMENT: {}}
+    totals: dict[str, dict[OutcomeMetric, RatioMoments]] = {CONTROL: {}, TREATMENT: {}}
     users = {CONTROL: 0, TREATMENT: 0}
     decision = evaluate(config, {})
     for window in range(1, windows + 1):
@@ -104,7 +102,7 @@ def simulate_experiment(
             users[arm] += n
         stats = {arm: ArmStats(users[arm], users[arm], dict(totals[arm])) for arm in totals}
         decision = evaluate(config, stats)
-        if decision.action is not Action.CONTINUE:
+        if decision.action is not DecisionAction.CONTINUE:
             return decision, window
     return decision, windows
 
@@ -135,12 +133,12 @@ def clustered_user_pool(
 
 def simulate_clustered_aa(
     rng: random.Random, config: ExperimentConfig, pool: Sequence[UserRow], users_per_window: int, windows: int
-) -> tuple[Action, Action]:
+) -> tuple[DecisionAction, DecisionAction]:
     """A/A test on users resampled from ``pool``, analysed two ways after every window: with users as the
     unit (the library) and, as a foil, with every interaction treated as independent. Returns the first
     non-continue action of each analysis (continue if none)."""
     sums = {CONTROL: [0, 0, 0, 0, 0, 0], TREATMENT: [0, 0, 0, 0, 0, 0]}
-    by_user = by_interaction = Action.CONTINUE
+    by_user = by_interaction = DecisionAction.CONTINUE
     for _ in range(windows):
         treated = binomial(rng, users_per_window, config.split[1])
         for arm, k in ((CONTROL, users_per_window - treated), (TREATMENT, treated)):
@@ -148,15 +146,16 @@ def simulate_clustered_aa(
                 cohort = [k, *(sum(column) for column in zip(*rng.choices(pool, k=k), strict=True))]
                 sums[arm] = [a + b for a, b in zip(sums[arm], cohort, strict=True)]
         user_level = {
-            arm: ArmStats(s[0], s[1], {Metric.REGENERATION_RATE: RatioMoments(*s)}) for arm, s in sums.items()
-        }
-        naive = {
-            arm: ArmStats(s[0], s[1], {Metric.REGENERATION_RATE: _binary_moments(s[1], s[2])})
+            arm: ArmStats(s[0], s[1], {OutcomeMetric.REGENERATION_RATE: RatioMoments(*s)})
             for arm, s in sums.items()
         }
-        if by_user is Action.CONTINUE:
+        naive = {
+            arm: ArmStats(s[0], s[1], {OutcomeMetric.REGENERATION_RATE: _binary_moments(s[1], s[2])})
+            for arm, s in sums.items()
+        }
+        if by_user is DecisionAction.CONTINUE:
             by_user = evaluate(config, user_level).action
-        if by_interaction is Action.CONTINUE:
+        if by_interaction is DecisionAction.CONTINUE:
             by_interaction = evaluate(config, naive).action
     return by_user, by_interaction
 
@@ -165,21 +164,21 @@ def simulate_clustered_aa(
 # Rules on hand-built statistics
 
 
-def arm(users: int, rates: Mapping[Metric, float], latency_ms: float = LATENCY_MEAN_MS) -> ArmStats:
+def arm(users: int, rates: Mapping[OutcomeMetric, float], latency_ms: float = LATENCY_MEAN_MS) -> ArmStats:
     """An arm of single-interaction users with exactly these rates and a latency with sd 300 ms."""
     metrics = {metric: _binary_moments(users, round(rate * users)) for metric, rate in rates.items()}
     total = users * latency_ms
     squares = (users - 1) * LATENCY_SD_MS**2 + total * total / users
-    metrics[Metric.RESPONSE_TIME] = RatioMoments(users, users, total, users, squares, total)
+    metrics[OutcomeMetric.RESPONSE_TIME] = RatioMoments(users, users, total, users, squares, total)
     return ArmStats(users, users, metrics)
 
 
-BASE = {Metric.REGENERATION_RATE: 0.30, Metric.ABANDONMENT_RATE: 0.10}
+BASE = {OutcomeMetric.REGENERATION_RATE: 0.30, OutcomeMetric.ABANDONMENT_RATE: 0.10}
 
 
-def with_rates(**changes: float) -> dict[Metric, float]:
+def with_rates(**changes: float) -> dict[OutcomeMetric, float]:
     rates = dict(BASE)
-    rates.update({Metric(name): value for name, value in changes.items()})
+    rates.update({OutcomeMetric(name): value for name, value in changes.items()})
     return rates
 
 
@@ -190,23 +189,23 @@ def config() -> ExperimentConfig:
 
 def test_no_data_continues_for_lack_of_sample(config: ExperimentConfig) -> None:
     decision = evaluate(config, {})
-    assert (decision.action, decision.rule) == (Action.CONTINUE, Rule.INSUFFICIENT_SAMPLE)
+    assert (decision.action, decision.rule) == (DecisionAction.CONTINUE, DecisionRule.INSUFFICIENT_SAMPLE)
     assert decision.primary is None
 
 
 def test_below_minimum_sample_never_decides_even_on_a_huge_effect(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(400, BASE), TREATMENT: arm(400, with_rates(regeneration_rate=0.05))}
-    assert evaluate(config, stats).rule is Rule.INSUFFICIENT_SAMPLE
+    assert evaluate(config, stats).rule is DecisionRule.INSUFFICIENT_SAMPLE
 
 
 def test_clear_improvement_is_promoted_with_the_numbers_behind_it(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(20_000, BASE), TREATMENT: arm(20_000, with_rates(regeneration_rate=0.24))}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.PROMOTE, Rule.PRIMARY_BETTER)
+    assert (decision.action, decision.rule) == (DecisionAction.PROMOTE, DecisionRule.PRIMARY_BETTER)
     primary = decision.primary
     assert primary is not None
     assert (primary.metric, primary.control_n, primary.treatment_n) == (
-        Metric.REGENERATION_RATE,
+        OutcomeMetric.REGENERATION_RATE,
         20_000,
         20_000,
     )
@@ -217,7 +216,10 @@ def test_clear_improvement_is_promoted_with_the_numbers_behind_it(config: Experi
     assert primary.ci_level == pytest.approx(1 - config.primary_alpha)
     assert primary.p_value < config.primary_alpha
     assert primary.p_value == pytest.approx(1 / primary.e_value)
-    assert {g.metric for g in decision.guardrails} == {Metric.ABANDONMENT_RATE, Metric.RESPONSE_TIME}
+    assert {g.metric for g in decision.guardrails} == {
+        OutcomeMetric.ABANDONMENT_RATE,
+        OutcomeMetric.RESPONSE_TIME,
+    }
     assert (decision.control.users, decision.treatment.interactions) == (20_000, 20_000)
     assert "regeneration_rate" in decision.reason
 
@@ -225,7 +227,7 @@ def test_clear_improvement_is_promoted_with_the_numbers_behind_it(config: Experi
 def test_worse_guardrail_blocks_promote_and_reverts(config: ExperimentConfig) -> None:
     treatment = with_rates(regeneration_rate=0.24, abandonment_rate=0.13)
     decision = evaluate(config, {CONTROL: arm(20_000, BASE), TREATMENT: arm(20_000, treatment)})
-    assert (decision.action, decision.rule) == (Action.REVERT, Rule.GUARDRAIL_WORSE)
+    assert (decision.action, decision.rule) == (DecisionAction.REVERT, DecisionRule.GUARDRAIL_WORSE)
     assert decision.primary is not None
     assert decision.primary.significantly_better
     assert "abandonment_rate" in decision.reason
@@ -234,26 +236,29 @@ def test_worse_guardrail_blocks_promote_and_reverts(config: ExperimentConfig) ->
 def test_slower_responses_are_a_guardrail_too(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(20_000, BASE), TREATMENT: arm(20_000, BASE, latency_ms=900.0)}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.REVERT, Rule.GUARDRAIL_WORSE)
+    assert (decision.action, decision.rule) == (DecisionAction.REVERT, DecisionRule.GUARDRAIL_WORSE)
     assert "response_time_ms" in decision.reason
 
 
 def test_guardrail_tolerance_allows_a_small_known_cost() -> None:
     config = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5), guardrail_tolerance=0.25)
     stats = {CONTROL: arm(20_000, BASE), TREATMENT: arm(20_000, BASE, latency_ms=900.0)}
-    assert evaluate(config, stats).rule is Rule.NO_SIGNIFICANT_DIFFERENCE
+    assert evaluate(config, stats).rule is DecisionRule.NO_SIGNIFICANT_DIFFERENCE
 
 
 def test_worse_primary_reverts(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(20_000, BASE), TREATMENT: arm(20_000, with_rates(regeneration_rate=0.36))}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.REVERT, Rule.PRIMARY_WORSE)
+    assert (decision.action, decision.rule) == (DecisionAction.REVERT, DecisionRule.PRIMARY_WORSE)
 
 
 def test_improvement_proven_smaller_than_the_minimum_is_not_promoted(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(400_000, BASE), TREATMENT: arm(400_000, with_rates(regeneration_rate=0.291))}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.CONTINUE, Rule.BELOW_MINIMUM_IMPROVEMENT)
+    assert (decision.action, decision.rule) == (
+        DecisionAction.CONTINUE,
+        DecisionRule.BELOW_MINIMUM_IMPROVEMENT,
+    )
     assert decision.primary is not None
     assert -0.10 < decision.primary.ci_low < decision.primary.ci_high < 0
 
@@ -261,17 +266,20 @@ def test_improvement_proven_smaller_than_the_minimum_is_not_promoted(config: Exp
 def test_small_difference_on_little_data_continues(config: ExperimentConfig) -> None:
     stats = {CONTROL: arm(2_000, BASE), TREATMENT: arm(2_000, with_rates(regeneration_rate=0.29))}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.CONTINUE, Rule.NO_SIGNIFICANT_DIFFERENCE)
+    assert (decision.action, decision.rule) == (
+        DecisionAction.CONTINUE,
+        DecisionRule.NO_SIGNIFICANT_DIFFERENCE,
+    )
 
 
 def test_other_primary_metrics_are_supported() -> None:
-    config = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5), primary=Metric.CORRECTION_RATE)
-    control = arm(20_000, {**BASE, Metric.CORRECTION_RATE: 0.20})
-    treatment = arm(20_000, {**BASE, Metric.CORRECTION_RATE: 0.16})
+    config = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5), primary=OutcomeMetric.CORRECTION_RATE)
+    control = arm(20_000, {**BASE, OutcomeMetric.CORRECTION_RATE: 0.20})
+    treatment = arm(20_000, {**BASE, OutcomeMetric.CORRECTION_RATE: 0.16})
     decision = evaluate(config, {CONTROL: control, TREATMENT: treatment})
-    assert decision.action is Action.PROMOTE
+    assert decision.action is DecisionAction.PROMOTE
     assert decision.primary is not None
-    assert decision.primary.metric is Metric.CORRECTION_RATE
+    assert decision.primary.metric is OutcomeMetric.CORRECTION_RATE
 
 
 def test_alpha_is_split_between_primary_and_guardrails() -> None:
@@ -289,7 +297,7 @@ def test_alpha_is_split_between_primary_and_guardrails() -> None:
         {"treatment": CONTROL},
         {"split": (0.7, 0.2)},
         {"alpha": 0.0},
-        {"guardrails": (Metric.REGENERATION_RATE,)},
+        {"guardrails": (OutcomeMetric.REGENERATION_RATE,)},
         {"min_relative_improvement": -0.1},
     ],
 )
@@ -311,10 +319,10 @@ def test_aa_with_peeking_every_window_keeps_false_decisions_under_alpha() -> Non
     outcomes = Counter(
         simulate_experiment(rng, config, BASE, BASE, 250, windows)[0].action for _ in range(runs)
     )
-    false_decisions = (outcomes[Action.PROMOTE] + outcomes[Action.REVERT]) / runs
+    false_decisions = (outcomes[DecisionAction.PROMOTE] + outcomes[DecisionAction.REVERT]) / runs
     assert false_decisions <= config.alpha, outcomes
     # The SRM check runs at every look too; Bonferroni over the looks bounds its false alarms.
-    assert outcomes[Action.INVALID] / runs <= windows * config.srm_threshold, outcomes
+    assert outcomes[DecisionAction.INVALID] / runs <= windows * config.srm_threshold, outcomes
 
 
 def test_power_at_the_reported_sample_size() -> None:
@@ -328,7 +336,8 @@ def test_power_at_the_reported_sample_size() -> None:
     per_window = math.ceil(needed.total / windows)
     treatment = with_rates(regeneration_rate=0.27)
     promoted = sum(
-        simulate_experiment(rng, config, BASE, treatment, per_window, windows)[0].action is Action.PROMOTE
+        simulate_experiment(rng, config, BASE, treatment, per_window, windows)[0].action
+        is DecisionAction.PROMOTE
         for _ in range(runs)
     )
     assert promoted / runs >= 0.80
@@ -339,7 +348,7 @@ def test_sample_ratio_mismatch_invalidates_the_experiment() -> None:
     config = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5))
     stats = {CONTROL: arm(4_500, BASE), TREATMENT: arm(5_500, with_rates(regeneration_rate=0.20))}
     decision = evaluate(config, stats)
-    assert (decision.action, decision.rule) == (Action.INVALID, Rule.SAMPLE_RATIO_MISMATCH)
+    assert (decision.action, decision.rule) == (DecisionAction.INVALID, DecisionRule.SAMPLE_RATIO_MISMATCH)
     assert decision.srm.p_value < 1e-20
 
 
@@ -347,10 +356,10 @@ def test_simulated_assignment_bug_is_flagged_and_a_sound_one_is_not() -> None:
     rng = random.Random(20260103)
     config = ExperimentConfig(CONTROL, TREATMENT, split=(0.5, 0.5))
     broken, _ = simulate_experiment(rng, config, BASE, BASE, 1_000, 10, treatment_share=0.55)
-    assert (broken.action, broken.rule) == (Action.INVALID, Rule.SAMPLE_RATIO_MISMATCH)
+    assert (broken.action, broken.rule) == (DecisionAction.INVALID, DecisionRule.SAMPLE_RATIO_MISMATCH)
     assert broken.control.users + broken.treatment.users <= 10_000
     sound, _ = simulate_experiment(rng, config, BASE, BASE, 1_000, 10, treatment_share=0.5)
-    assert sound.action is Action.CONTINUE
+    assert sound.action is DecisionAction.CONTINUE
 
 
 def test_clustered_users_aa_is_valid_where_interaction_level_analysis_fails() -> None:
@@ -361,7 +370,7 @@ def test_clustered_users_aa_is_valid_where_interaction_level_analysis_fails() ->
     pool = clustered_user_pool(rng, 20_000)
     runs = 1_000
     results = [simulate_clustered_aa(rng, config, pool, 100, 20) for _ in range(runs)]
-    decisive = (Action.PROMOTE, Action.REVERT)
+    decisive = (DecisionAction.PROMOTE, DecisionAction.REVERT)
     user_level = sum(by_user in decisive for by_user, _ in results) / runs
     interaction_level = sum(naive in decisive for _, naive in results) / runs
     assert user_level <= config.alpha

@@ -12,7 +12,6 @@ import pytest
 from experiments import (
     ArmAccumulator,
     Effect,
-    Metric,
     RatioMoments,
     UserRatioStats,
     chi2_sf,
@@ -25,6 +24,7 @@ from experiments import (
 )
 from experiments.stats import mixture_radius
 from schemas import InteractionOutcome
+from schemas.experiments import OutcomeMetric
 from tests.unit.test_experiment_decision import binomial
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,12 +160,12 @@ def test_arm_accumulator_counts_users_interactions_and_edit_distance_of_edits_on
     acc.add("b", outcome_values(interaction_outcome("b", abandoned=True)))
     snapshot = acc.snapshot()
     assert (snapshot.users, snapshot.interactions) == (2, 3)
-    assert snapshot.moments(Metric.REGENERATION_RATE).mean == pytest.approx(1 / 3)
-    assert snapshot.moments(Metric.CORRECTION_RATE).mean == pytest.approx(1 / 3)
-    assert snapshot.moments(Metric.ABANDONMENT_RATE).mean == pytest.approx(1 / 3)
-    assert snapshot.moments(Metric.EDIT_DISTANCE).n == 1
-    assert snapshot.moments(Metric.EDIT_DISTANCE).mean == pytest.approx(0.1)
-    assert snapshot.moments(Metric.RESPONSE_TIME).mean == pytest.approx(900.0)
+    assert snapshot.moments(OutcomeMetric.REGENERATION_RATE).mean == pytest.approx(1 / 3)
+    assert snapshot.moments(OutcomeMetric.CORRECTION_RATE).mean == pytest.approx(1 / 3)
+    assert snapshot.moments(OutcomeMetric.ABANDONMENT_RATE).mean == pytest.approx(1 / 3)
+    assert snapshot.moments(OutcomeMetric.EDIT_DISTANCE).n == 1
+    assert snapshot.moments(OutcomeMetric.EDIT_DISTANCE).mean == pytest.approx(0.1)
+    assert snapshot.moments(OutcomeMetric.RESPONSE_TIME).mean == pytest.approx(900.0)
 
     other = ArmAccumulator()
     other.add("b", outcome_values(interaction_outcome("b")))

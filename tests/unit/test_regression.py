@@ -11,16 +11,14 @@ import pytest
 
 from experiments import (
     DetectorState,
-    EventKind,
-    Metric,
     RatioMoments,
     RegressionConfig,
     RegressionEvent,
-    Severity,
     WindowObservation,
     assess,
     step,
 )
+from schemas.experiments import AlertKind, AlertSeverity, OutcomeMetric
 from tests.unit.test_experiment_decision import binomial
 
 VERSION = "v1.1"
@@ -48,7 +46,7 @@ def rate_windows(
 
 
 def observation(
-    index: int, moments: RatioMoments, metric: Metric = Metric.ABANDONMENT_RATE
+    index: int, moments: RatioMoments, metric: OutcomeMetric = OutcomeMetric.ABANDONMENT_RATE
 ) -> WindowObservation:
     start = T0 + index * MINUTE
     return WindowObservation(VERSION, metric, start, start + MINUTE, moments)
@@ -57,7 +55,7 @@ def observation(
 def run(
     windows: Iterator[RatioMoments],
     config: RegressionConfig | None = None,
-    metric: Metric = Metric.ABANDONMENT_RATE,
+    metric: OutcomeMetric = OutcomeMetric.ABANDONMENT_RATE,
 ) -> tuple[DetectorState, list[tuple[int, RegressionEvent]]]:
     state = DetectorState(VERSION, metric, config or RegressionConfig())
     events: list[tuple[int, RegressionEvent]] = []
@@ -132,19 +130,19 @@ def test_step_rise_alerts_once_and_resolves_once() -> None:
     rng = random.Random(4)
     config = RegressionConfig()
     _, events = run(rate_windows(rng, step_rise(0.10, 0.25, 200, 260), 400, users=(400, 400)), config)
-    assert [event.kind for _, event in events] == [EventKind.ALERT, EventKind.RESOLVE]
+    assert [event.kind for _, event in events] == [AlertKind.ALERT, AlertKind.RESOLVE]
     (alert_at, alert), (resolve_at, resolve) = events
     assert 200 + config.open_after - 1 <= alert_at < 210
     assert 260 + config.resolve_after - 1 <= resolve_at < 280
     assert alert.incident_id == resolve.incident_id
     assert alert.opened_at == T0 + 200 * MINUTE
-    assert (alert.version, alert.metric) == (VERSION, Metric.ABANDONMENT_RATE)
+    assert (alert.version, alert.metric) == (VERSION, OutcomeMetric.ABANDONMENT_RATE)
     assert alert.window_start == T0 + alert_at * MINUTE
     assert alert.window_end == alert.window_start + MINUTE
     assert alert.expected == pytest.approx(0.10, abs=0.01)
     assert alert.observed > alert.expected_high > alert.expected > alert.expected_low
     assert alert.relative_rise > 1.0
-    assert alert.severity is Severity.HIGH
+    assert alert.severity is AlertSeverity.HIGH
     assert alert.p_value < config.per_window_alpha
     assert resolve.observed < resolve.expected_high
 
@@ -154,7 +152,7 @@ def test_a_long_incident_with_noisy_windows_never_realerts() -> None:
     ``resolve_after`` in a row, so the incident stays open and quiet, then closes once."""
     rng = random.Random(5)
     _, events = run(rate_windows(rng, step_rise(0.10, 0.22, 100, 600), 700, users=(180, 220)))
-    assert [event.kind for _, event in events] == [EventKind.ALERT, EventKind.RESOLVE]
+    assert [event.kind for _, event in events] == [AlertKind.ALERT, AlertKind.RESOLVE]
     assert events[1][0] >= 600
 
 
@@ -174,15 +172,15 @@ def test_mean_metric_rise_alerts() -> None:
             values = [rng.betavariate(2 * mean / (1 - mean), 2) for _ in range(rng.randint(60, 90))]
             yield RatioMoments.from_user_totals((1.0, v) for v in values)
 
-    _, events = run(windows(), metric=Metric.EDIT_DISTANCE)
-    assert [event.kind for _, event in events] == [EventKind.ALERT, EventKind.RESOLVE]
-    assert events[0][1].metric is Metric.EDIT_DISTANCE
+    _, events = run(windows(), metric=OutcomeMetric.EDIT_DISTANCE)
+    assert [event.kind for _, event in events] == [AlertKind.ALERT, AlertKind.RESOLVE]
+    assert events[0][1].metric is OutcomeMetric.EDIT_DISTANCE
 
 
 def test_replayed_and_thin_windows_change_nothing() -> None:
     rng = random.Random(8)
     moments = list(rate_windows(rng, steady(0.10), 30))
-    state = DetectorState(VERSION, Metric.ABANDONMENT_RATE)
+    state = DetectorState(VERSION, OutcomeMetric.ABANDONMENT_RATE)
     for index, m in enumerate(moments):
         state, _ = step(state, observation(index, m))
     replayed, events = step(state, observation(5, RatioMoments(200, 200, 200, 200, 200, 200)))
@@ -201,9 +199,9 @@ def test_incident_ids_are_deterministic_across_replays() -> None:
 
 
 def test_window_of_another_detector_is_refused() -> None:
-    state = DetectorState(VERSION, Metric.ABANDONMENT_RATE)
+    state = DetectorState(VERSION, OutcomeMetric.ABANDONMENT_RATE)
     with pytest.raises(ValueError, match="detector"):
-        step(state, observation(0, RatioMoments(), Metric.REGENERATION_RATE))
+        step(state, observation(0, RatioMoments(), OutcomeMetric.REGENERATION_RATE))
 
 
 def test_config_refuses_a_clear_level_stricter_than_the_alert_level() -> None:
@@ -213,7 +211,12 @@ def test_config_refuses_a_clear_level_stricter_than_the_alert_level() -> None:
 
 @pytest.mark.parametrize(
     ("rise", "severity"),
-    [(0.3, Severity.LOW), (0.5, Severity.MEDIUM), (0.99, Severity.MEDIUM), (1.5, Severity.HIGH)],
+    [
+        (0.3, AlertSeverity.LOW),
+        (0.5, AlertSeverity.MEDIUM),
+        (0.99, AlertSeverity.MEDIUM),
+        (1.5, AlertSeverity.HIGH),
+    ],
 )
-def test_severity_follows_the_relative_rise(rise: float, severity: Severity) -> None:
+def test_severity_follows_the_relative_rise(rise: float, severity: AlertSeverity) -> None:
     assert RegressionConfig().severity(rise) is severity
