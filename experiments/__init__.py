@@ -2,8 +2,11 @@
 
 Pure (no broker, no database; unit-tested in microseconds):
 
-* ``stats`` -- user-level sufficient statistics, the anytime-valid test, the SRM check, the sample size;
+* ``stats`` -- user-level sufficient statistics, the anytime-valid test, the sample size;
+* ``srm`` -- the sequential sample-ratio test; ``cuped`` -- variance reduction with pre-experiment values;
+  ``audit`` -- logged variants against the consistent hash;
 * ``decision`` -- an experiment's statistics -> continue / promote / revert / invalid;
+* ``simulate`` -- many simulated experiments through the same decision code, for planning;
 * ``regression`` -- each prompt version against its own past, debounced into incidents;
 * ``clock`` -- event-time accounting: partition clocks, when a look is due, where a window is cut;
 * ``evaluator`` -- the outcomes log -> decisions and alerts, exact and replayable;
@@ -14,8 +17,10 @@ I/O: ``store`` (the experiment topics) and ``service`` (the evaluator as a Kafka
 """
 
 from experiments.config import EvaluatorConfig, experiment_config
+from experiments.cuped import CupedEffect, cuped_relative_effect
 from experiments.decision import (
     ArmSummary,
+    AssignmentCounts,
     Decision,
     ExperimentConfig,
     MetricResult,
@@ -32,6 +37,7 @@ from experiments.regression import (
     assess,
     step,
 )
+from experiments.srm import SrmResult, chi2_sf, srm_test
 from experiments.stats import (
     ArmAccumulator,
     ArmStats,
@@ -39,15 +45,12 @@ from experiments.stats import (
     RatioMoments,
     SampleSize,
     SequentialResult,
-    SrmResult,
     UserRatioStats,
-    chi2_sf,
     optimal_mixture_sd,
     outcome_values,
     relative_effect,
     required_sample_size,
     sequential_test,
-    srm_test,
 )
 
 __all__ = [
@@ -55,6 +58,8 @@ __all__ = [
     "ArmStats",
     "ArmSummary",
     "Assessment",
+    "AssignmentCounts",
+    "CupedEffect",
     "Decision",
     "DetectorState",
     "Effect",
@@ -74,6 +79,7 @@ __all__ = [
     "WindowObservation",
     "assess",
     "chi2_sf",
+    "cuped_relative_effect",
     "evaluate",
     "experiment_config",
     "optimal_mixture_sd",

@@ -32,6 +32,13 @@ class EvaluatorConfig:
         OutcomeMetric.EDIT_DISTANCE,
     )
     auto_apply: bool = False
+    #: Decision settings every experiment shares (``ExperimentConfig`` has their meaning).
+    improvement_alpha: float = 0.25
+    srm_threshold: float = 0.001
+    max_assignment_mismatch: float = 0.01
+    #: Adjust comparisons for the users' pre-experiment values; needs each user's history, so every
+    #: outcome (not only the experiments') is counted at the looks.
+    cuped: bool = True
     #: ClickHouse database the evidence queries name.
     database: str = "feedbackloop"
     evidence_link_template: str | None = None
@@ -55,18 +62,23 @@ class EvaluatorConfig:
                 baseline_windows=ex.regression_baseline_windows,
                 min_baseline_windows=min(ex.regression_min_baseline_windows, ex.regression_baseline_windows),
                 min_window_interactions=ex.regression_min_window_interactions,
-                open_after=ex.regression_open_after,
+                detect_excess=ex.regression_detect_excess,
                 resolve_after=ex.regression_resolve_after,
             ),
             regression_metrics=tuple(OutcomeMetric(m) for m in ex.regression_metrics),
             auto_apply=ex.auto_apply,
+            improvement_alpha=ex.improvement_alpha,
+            srm_threshold=ex.srm_threshold,
+            max_assignment_mismatch=ex.max_assignment_mismatch,
+            cuped=ex.cuped,
             database=settings.clickhouse.database,
             evidence_link_template=ex.evidence_link_template,
         )
 
 
-def experiment_config(experiment: Experiment) -> ExperimentConfig:
-    """The decision configuration of an experiment record."""
+def experiment_config(experiment: Experiment, evaluator: EvaluatorConfig | None = None) -> ExperimentConfig:
+    """The decision configuration of an experiment record, with the evaluator's shared settings."""
+    shared = evaluator or EvaluatorConfig()
     control_weight, treatment_weight = experiment.split
     total = control_weight + treatment_weight
     return ExperimentConfig(
@@ -75,9 +87,14 @@ def experiment_config(experiment: Experiment) -> ExperimentConfig:
         split=(control_weight / total, treatment_weight / total),
         primary=experiment.primary_metric,
         guardrails=experiment.guardrail_metrics,
+        min_users_per_arm=experiment.min_users_per_arm,
         min_interactions_per_arm=experiment.min_interactions_per_arm,
         min_relative_improvement=experiment.min_relative_improvement,
         alpha=experiment.alpha,
+        improvement_alpha=shared.improvement_alpha,
+        srm_threshold=shared.srm_threshold,
+        max_assignment_mismatch=shared.max_assignment_mismatch,
+        cuped=shared.cuped,
     )
 
 

@@ -30,6 +30,13 @@ Decisions
     rule) differs from the last one; ``promote``, ``revert`` and ``invalid`` end the evaluation of that
     experiment (the error guarantee is about the first crossing).
 
+    Every user's logged variant is checked against the consistent hash of the experiment record
+    (:mod:`experiments.audit`). With CUPED, each user who enters an experiment brings their values so far
+    from every other outcome (their pre-exposure history) as covariates (:mod:`experiments.cuped`). The
+    history counts each outcome message of version 1 at the look that counts it -- never amendments, so
+    it needs no memory per interaction; a duplicated message counts twice, the same on every replay --
+    which keeps the covariates a function of the log like everything else.
+
 Regressions
     Outcomes are also binned by their interaction's ``created_at`` into windows per prompt version, as they
     are read, and a window is assessed once the clocks cut it (:mod:`experiments.clock`); its members are
@@ -44,10 +51,12 @@ from __future__ import annotations
 
 import sys
 import uuid
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from experiments.audit import AssignmentAudit
 from experiments.clock import EventTime
 from experiments.config import EvaluatorConfig, experiment_config
 from experiments.decision import ExperimentConfig, evaluate
@@ -55,6 +64,7 @@ from experiments.records import alert_record, apply_decision, decision_record
 from experiments.regression import DetectorState, RegressionEvent, WindowObservation, step
 from experiments.stats import ArmAccumulator, outcome_values
 from schemas import InteractionOutcome, to_epoch_ms
+from schemas.assignment import experiment_variants
 from schemas.experiments import (
     DecisionAction,
     DecisionRule,
@@ -69,6 +79,8 @@ METRICS: tuple[OutcomeMetric, ...] = tuple(OutcomeMetric)
 
 Emission = ExperimentDecision | RegressionAlert | Experiment
 Values = tuple[float | None, ...]
+#: What waits for a look: an experiment outcome, or (user, values) of another outcome for the history.
+_Pending = InteractionOutcome | tuple[str, Values]
 
 
 @dataclass(slots=True)
@@ -129,6 +141,9 @@ class EvaluatorCounters:
     duplicates: int = 0
     #: Outcomes that came after their regression window was cut (late events, amendments).
     late_for_regression: int = 0
+    #: Users with a history (CUPED) and users who entered an experiment with one.
+    users_with_history: int = 0
+    covariates_taken: int = 0
     looks: int = 0
     flushes: int = 0
     decisions: int = 0
@@ -146,14 +161,17 @@ class Evaluator:
     def __init__(self, config: EvaluatorConfig, partitions: Iterable[int]) -> None:
         self.config = config
         self.counters = EvaluatorCounters()
-        self._time: EventTime[InteractionOutcome] = EventTime(
-            partitions, config.window_ms, config.settle_delay_ms
-        )
+        self._time: EventTime[_Pending] = EventTime(partitions, config.window_ms, config.settle_delay_ms)
         # Experiments: arm statistics by experiment id and variant, for every tagged outcome (whether or
         # not the experiment is known yet), and the evaluations of the known experiments.
         self._arms: dict[str, dict[str, ArmAccumulator]] = {}
         self._in_experiment: dict[uuid.UUID, _Counted] = {}
         self._runs: dict[str, _Run] = {}
+        self._audits: dict[str, AssignmentAudit] = {}
+        # CUPED: each user's (n, y) per metric over their version-1 outcomes so far, and the snapshot each
+        # experiment took of it when the user entered (their pre-experiment values).
+        self._history: dict[str, array[float]] = {}
+        self._covariates: dict[str, dict[str, dict[OutcomeMetric, float | None]]] = {}
         # Regressions: the members of each open window (highest version each); closed ones are forgotten.
         self._windows: dict[int, dict[uuid.UUID, _Counted]] = {}
         self._detectors: dict[tuple[str, OutcomeMetric], DetectorState] = {}
@@ -167,12 +185,24 @@ class Evaluator:
         if run is not None and run.spec.created_at == experiment.created_at:
             if experiment.revision > run.spec.revision:
                 run.spec = experiment
-                run.config = experiment_config(experiment)
+                run.config = experiment_config(experiment, self.config)
+                self._audit(experiment.experiment_id).configure(
+                    experiment_variants(experiment), self._arms.get(experiment.experiment_id, {})
+                )
             return
         if run is not None and experiment.created_at < run.spec.created_at:
             return
         # New, or re-created under the same id: a fresh evaluation over the statistics so far.
-        self._runs[experiment.experiment_id] = _Run(experiment, experiment_config(experiment))
+        self._runs[experiment.experiment_id] = _Run(experiment, experiment_config(experiment, self.config))
+        self._audit(experiment.experiment_id).configure(
+            experiment_variants(experiment), self._arms.get(experiment.experiment_id, {})
+        )
+
+    def _audit(self, experiment_id: str) -> AssignmentAudit:
+        audit = self._audits.get(experiment_id)
+        if audit is None:
+            audit = self._audits[experiment_id] = AssignmentAudit(experiment_id)
+        return audit
 
     def offer(self, partition: int, offset: int, outcome: InteractionOutcome) -> None:
         """Take one outcome message as read from ``partition`` at ``offset``.
@@ -183,9 +213,11 @@ class Evaluator:
         self.counters.outcomes += 1
         effective = self._time.read(partition, to_epoch_ms(outcome.settled_at))
         self._count_in_window(partition, outcome)
-        if outcome.experiment_id is None or outcome.variant is None:
-            return
-        self._time.wait(effective, partition, offset, outcome)
+        if outcome.experiment_id is not None and outcome.variant is not None:
+            self._time.wait(effective, partition, offset, outcome)
+        elif self.config.cuped and outcome.version == 1:
+            # Only what the history needs waits for the look: far smaller than the outcome.
+            self._time.wait(effective, partition, offset, (sys.intern(outcome.user_id), _values(outcome)))
 
     def experiments(self) -> dict[str, Experiment]:
         """The latest revision of every experiment known."""
@@ -216,10 +248,13 @@ class Evaluator:
             out.extend(self._close_window(start))
         return out
 
-    def _look(self, t: int, counted: list[InteractionOutcome]) -> list[Emission]:
+    def _look(self, t: int, counted: list[_Pending]) -> list[Emission]:
         self.counters.looks += 1
-        for outcome in counted:
-            self._count_in_experiment(outcome)
+        for item in counted:
+            if isinstance(item, tuple):
+                self._count_in_history(*item)
+            else:
+                self._count_in_experiment(item)
         out: list[Emission] = []
         for experiment_id in sorted(self._runs):
             run = self._runs[experiment_id]
@@ -239,16 +274,49 @@ class Evaluator:
             return
         self.counters.applied += 1
         values = _values(outcome)
-        arms = self._arms.setdefault(outcome.experiment_id, {})
-        if before is not None:
-            arms[before.group].retract(before.user_id, _mapping(before.values))
+        experiment_id = outcome.experiment_id
+        arms = self._arms.setdefault(experiment_id, {})
+        audit = self._audit(experiment_id)
+        if before is not None and arms[before.group].retract(before.user_id, _mapping(before.values)):
+            audit.left(before.group, before.user_id)
         variant = sys.intern(outcome.variant)
         user = sys.intern(outcome.user_id)
-        arms.setdefault(variant, ArmAccumulator()).add(user, _mapping(values))
+        covariates = self._covariates_of(experiment_id, user) if self.config.cuped else None
+        if arms.setdefault(variant, ArmAccumulator()).add(user, _mapping(values), covariates):
+            audit.joined(variant, user)
         self._in_experiment[iid] = _Counted(outcome.version, variant, user, values)
-        run = self._runs.get(outcome.experiment_id)
+        if self.config.cuped and outcome.version == 1:
+            self._count_in_history(user, values)
+        run = self._runs.get(experiment_id)
         if run is not None:
             run.dirty = True
+
+    def _count_in_history(self, user: str, values: Values) -> None:
+        history = self._history.get(user)
+        if history is None:
+            history = self._history[user] = array("d", bytes(16 * len(METRICS)))
+            self.counters.users_with_history += 1
+        for k, value in enumerate(values):
+            if value is not None:
+                history[2 * k] += 1.0
+                history[2 * k + 1] += value
+
+    def _covariates_of(self, experiment_id: str, user: str) -> dict[OutcomeMetric, float | None]:
+        """The user's pre-experiment values, fixed the first time they are asked for in this experiment."""
+        taken = self._covariates.setdefault(experiment_id, {})
+        covariates = taken.get(user)
+        if covariates is None:
+            history = self._history.get(user)
+            covariates = {
+                metric: history[2 * k + 1] / history[2 * k]
+                if history is not None and history[2 * k]
+                else None
+                for k, metric in enumerate(METRICS)
+            }
+            taken[user] = covariates
+            if history is not None:
+                self.counters.covariates_taken += 1
+        return covariates
 
     def _count_in_window(self, partition: int, outcome: InteractionOutcome) -> None:
         start = self._time.window_start(to_epoch_ms(outcome.interaction_created_at))
@@ -270,8 +338,13 @@ class Evaluator:
     def _decide(self, run: _Run, t: int) -> list[Emission]:
         run.dirty = False
         run.looks += 1
-        arms = self._arms.get(run.spec.experiment_id, {})
-        decision = evaluate(run.config, {variant: acc.snapshot() for variant, acc in arms.items()})
+        experiment_id = run.spec.experiment_id
+        arms = self._arms.get(experiment_id, {})
+        decision = evaluate(
+            run.config,
+            {variant: acc.snapshot() for variant, acc in arms.items()},
+            self._audit(experiment_id).counts(),
+        )
         for result in (decision.primary, *decision.guardrails):
             if result is not None:
                 run.min_p[result.metric] = min(run.min_p.get(result.metric, 1.0), result.p_value)
@@ -288,6 +361,7 @@ class Evaluator:
             as_of_ms=t,
             min_p=run.min_p,
             database=self.config.database,
+            improvement_alpha=run.config.improvement_alpha,
         )
         self.counters.decisions += 1
         out: list[Emission] = [record]
@@ -325,7 +399,11 @@ class Evaluator:
                 observation = WindowObservation(version, metric, window_start, window_end, moments)
                 new_state, events = step(state, observation)
                 seed = self._seeds.get(key)
-                if seed is not None and new_state.baseline and new_state.baseline[-1] is moments:
+                if (
+                    seed is not None
+                    and new_state.baseline.windows
+                    and new_state.baseline.windows[-1] is moments
+                ):
                     seed.own_added += 1
                 self._detectors[key] = new_state
                 for event in events:

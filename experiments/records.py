@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from experiments.config import EvaluatorConfig
-from experiments.decision import Decision, MetricResult
+from experiments.decision import AssignmentResult, Decision, MetricResult
 from experiments.evidence import experiment_evidence_sql, regression_evidence_sql
 from experiments.regression import DetectorState, RegressionEvent, WindowObservation
 from schemas import to_epoch_ms
 from schemas.experiments import (
     ArmNumbers,
+    AssignmentCheck,
     Experiment,
     ExperimentAction,
     ExperimentDecision,
@@ -64,6 +65,10 @@ def _comparison(result: MetricResult, min_p: Mapping[OutcomeMetric, float]) -> M
         p_value=result.p_value,
         p_value_min=min_p.get(result.metric, result.p_value),
         e_value=result.e_value,
+        variance_reduction=None if result.variance_reduction is None else finite(result.variance_reduction),
+        credible_improvement=None
+        if result.credible_improvement is None
+        else finite(result.credible_improvement),
     )
 
 
@@ -76,10 +81,12 @@ def decision_record(
     as_of_ms: int,
     min_p: Mapping[OutcomeMetric, float],
     database: str,
+    improvement_alpha: float,
 ) -> ExperimentDecision:
     """The ``sequence``-th decision record of ``spec``, made at the look at ``as_of_ms`` (the ``looks``-th);
     ``min_p`` is each metric's smallest p-value over the looks so far."""
     srm = decision.srm
+    audit = decision.assignment
     control_users, treatment_users = srm.observed
     expected_control, expected_treatment = srm.expected
     return ExperimentDecision(
@@ -110,6 +117,8 @@ def decision_record(
             threshold=srm.threshold,
             checked=srm.checked,
             mismatch=srm.mismatch,
+            e_value=srm.e_value,
+            confirmed=srm.confirmed,
         ),
         primary=_comparison(decision.primary, min_p) if decision.primary is not None else None,
         guardrails=tuple(_comparison(g, min_p) for g in decision.guardrails),
@@ -118,6 +127,19 @@ def decision_record(
         min_interactions_per_arm=spec.min_interactions_per_arm,
         min_relative_improvement=spec.min_relative_improvement,
         evidence_sql=experiment_evidence_sql(database, spec.experiment_id),
+        min_users_per_arm=spec.min_users_per_arm,
+        improvement_alpha=improvement_alpha,
+        assignment=None if audit is None else _assignment_check(audit),
+    )
+
+
+def _assignment_check(audit: AssignmentResult) -> AssignmentCheck:
+    return AssignmentCheck(
+        users=audit.counts.users,
+        mismatched_users=audit.counts.mismatched,
+        mismatch_share=audit.counts.share,
+        threshold=audit.threshold,
+        mismatch=audit.mismatch,
     )
 
 
@@ -165,6 +187,8 @@ def alert_record(
         baseline_seeded_from=seeded_from,
         evidence_sql=sql,
         evidence_link=link,
+        cusum=finite(event.cusum),
+        cusum_threshold=event.threshold,
     )
 
 

@@ -55,11 +55,13 @@ class DecisionAction(StrEnum):
 class DecisionRule(StrEnum):
     """Which rule of the decision fired (docs/experiments.md lists them in order)."""
 
+    ASSIGNMENT_MISMATCH = "assignment_mismatch"
     SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
     INSUFFICIENT_SAMPLE = "insufficient_sample"
     GUARDRAIL_WORSE = "guardrail_worse"
     PRIMARY_WORSE = "primary_worse"
     PRIMARY_BETTER = "primary_better"
+    SAMPLE_RATIO_UNCONFIRMED = "sample_ratio_unconfirmed"
     BELOW_MINIMUM_IMPROVEMENT = "below_minimum_improvement"
     NO_SIGNIFICANT_DIFFERENCE = "no_significant_difference"
 
@@ -96,17 +98,47 @@ class ArmNumbers(_Record):
 
 
 class SrmCheck(_Record):
-    """Pearson's chi-square test of the users per arm against the intended split."""
+    """The sample-ratio check of the users per arm against the intended split: the sequential
+    Dirichlet-multinomial mixture test, valid at every look (decisions made before it was sequential
+    carry a chi-square p-value and no ``e_value``)."""
 
     observed_users: tuple[int, int] = Field(description="(control, treatment) users.")
     expected_users: tuple[float, float] = Field(description="What the split predicts for the same total.")
     chi2: float = Field(
-        description="Pearson's chi-square statistic of the observed against the expected users."
+        description="Pearson's chi-square statistic of the observed against the expected users, for reading."
     )
-    p_value: float = Field(description="The chi-square test's p-value at this look.")
-    threshold: float = Field(description="p below this is a sample ratio mismatch.")
-    checked: bool = Field(description="False while an expected count is below 5 (the test does not hold).")
-    mismatch: bool = Field(description="True when checked and p_value < threshold: the split is broken.")
+    p_value: float = Field(description="The always-valid p-value at this look: min(1, 1 / e_value).")
+    threshold: float = Field(
+        description="Level of the test over all looks: a mismatch when e_value >= 1 / threshold."
+    )
+    checked: bool = Field(description="False before the first user.")
+    mismatch: bool = Field(description="True when the test proves the split broken: the decision is invalid.")
+    e_value: float | None = Field(
+        None, ge=0, description="The mixture likelihood ratio of 'another split' against the intended one."
+    )
+    confirmed: bool | None = Field(
+        None,
+        description="True when the users do not lean towards a mismatch (e_value below 3): a promote "
+        "needs it.",
+    )
+
+
+class AssignmentCheck(_Record):
+    """The logged variants checked against the consistent hash of the experiment record."""
+
+    users: int = Field(
+        ge=0, description="(user, logged variant) pairs of the experiment so far, over every variant logged."
+    )
+    mismatched_users: int = Field(
+        ge=0, description="Those whose logged variant is not the one the hash of the experiment gives."
+    )
+    mismatch_share: float = Field(ge=0, le=1, description="mismatched_users / users (0 without users).")
+    threshold: float = Field(
+        gt=0,
+        lt=1,
+        description="Share above which the experiment is invalid, judged from 1 / threshold users on.",
+    )
+    mismatch: bool = Field(description="True when the share is above the threshold: the decision is invalid.")
 
 
 class MetricComparison(_Record):
@@ -140,6 +172,16 @@ class MetricComparison(_Record):
     )
     p_value_min: float = Field(ge=0, le=1, description="Smallest p-value at any look so far.")
     e_value: float = Field(ge=0, description="The mixture likelihood ratio (1 / p_value, uncapped).")
+    variance_reduction: float | None = Field(
+        None,
+        description="Share of the effect's variance CUPED removed with the users' pre-experiment values "
+        "(relative_effect is then the adjusted one); null when CUPED is off.",
+    )
+    credible_improvement: float | None = Field(
+        None,
+        description="Primary only: the relative improvement the data exceed at the one-sided level "
+        "improvement_alpha, valid at every look; promote needs it above min_relative_improvement.",
+    )
 
 
 class ExperimentDecision(_Record):
@@ -170,11 +212,24 @@ class ExperimentDecision(_Record):
     )
     split: tuple[Weight, Weight] = Field(description="Intended (control, treatment) weights.")
     alpha: Share = Field(description="Bound on a wrong promote/revert over the whole experiment.")
-    min_interactions_per_arm: int = Field(ge=2, description="The experiment's minimum sample per arm.")
+    min_interactions_per_arm: int = Field(ge=2, description="The experiment's minimum interactions per arm.")
     min_relative_improvement: float = Field(
         ge=0, lt=1, description="The experiment's minimum relative improvement worth promoting."
     )
     evidence_sql: str = Field(description="SQL over interaction_outcomes that shows the arms' numbers.")
+    min_users_per_arm: int | None = Field(
+        None, ge=2, description="The experiment's minimum users per arm (null: decided before it existed)."
+    )
+    improvement_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="Bound on promoting an improvement exactly at the minimum (null: decided before it "
+        "existed).",
+    )
+    assignment: AssignmentCheck | None = Field(
+        None, description="The consistent-hash check of the logged variants (null: not checked)."
+    )
 
 
 class ExperimentAction(_Record):
@@ -195,8 +250,11 @@ class ExperimentAction(_Record):
 class Experiment(_Record):
     """One prompt A/B experiment at one revision (``ai.experiments.v1``, compacted, key ``experiment_id``).
 
-    Arms are matched by the ``variant`` the SDK put on each interaction, so the variants of the
-    experiment's assignment must be named after the prompt versions (``control`` and ``treatment``).
+    The record is the one source of the split: users are assigned by the consistent hash
+    (``schemas.assignment``) over the variants ``{control: split[0], treatment: split[1]}`` in that order,
+    which the SDK builds from this record (``FeedbackClient.experiment``). Arms are matched by the
+    ``variant`` each interaction carries, and the evaluator recomputes every user's variant from the hash
+    to check it.
     """
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
@@ -212,11 +270,16 @@ class Experiment(_Record):
         (OutcomeMetric.ABANDONMENT_RATE, OutcomeMetric.RESPONSE_TIME),
         description="Metrics that must not get worse; a significant rise reverts.",
     )
+    min_users_per_arm: int = Field(
+        500,
+        ge=2,
+        description="No promote/revert before both arms have this many users (the randomized unit).",
+    )
     min_interactions_per_arm: int = Field(
-        500, ge=2, description="No promote/revert before both arms have it."
+        2, ge=2, description="... and this many interactions (a further floor; 2 adds none)."
     )
     min_relative_improvement: float = Field(
-        0.10, ge=0, lt=1, description="Promote only if at least this relative improvement is plausible."
+        0.10, ge=0, lt=1, description="Promote only if the relative improvement is credibly more than this."
     )
     alpha: Share = Field(0.05, description="Bound on a wrong promote/revert over the whole experiment.")
     status: ExperimentStatus = Field(ExperimentStatus.RUNNING, description="Where it is in its life.")
@@ -250,10 +313,11 @@ class RegressionAlert(_Record):
     """An incident opening (``alert``) or recovering (``resolve``) for one prompt version and metric
     (``ai.alerts.regressions.v1``, key ``prompt_version``).
 
-    ``observed`` is the window's mean; ``expected`` the trailing baseline's, and ``[expected_low,
-    expected_high]`` where the window's mean falls with probability ``1 - 2 * per-window alpha`` when
-    nothing changed. A resolve carries the window that completed the recovery and the incident's peak
-    severity.
+    An incident opens when the evidence accumulated since the level last looked normal (``cusum``)
+    reaches ``cusum_threshold``; ``opened_at`` is where that accumulation began. ``observed`` is the
+    alerting window's mean; ``expected`` the baseline's, and ``[expected_low, expected_high]`` where one
+    window's mean falls with probability ``1 - 2 * per-window alpha`` when nothing changed. A resolve
+    carries the window that completed the recovery and the incident's peak severity.
     """
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
@@ -267,7 +331,7 @@ class RegressionAlert(_Record):
     )
     window_start: Timestamp = Field(description="Event time (interaction created_at) the window starts.")
     window_end: Timestamp = Field(description="Event time the window ends (exclusive).")
-    opened_at: Timestamp = Field(description="Start of the first breaching window of the incident.")
+    opened_at: Timestamp = Field(description="Start of the window where the incident's rise began.")
     observed: float = Field(description="The metric in the window.")
     expected: float = Field(description="The metric the baseline expects.")
     expected_low: float = Field(
@@ -278,7 +342,9 @@ class RegressionAlert(_Record):
     )
     relative_rise: float | None = Field(description="observed / expected - 1; null when expected is 0.")
     z: float | None = Field(description="null: infinite (a flat baseline and any rise).")
-    p_value: float = Field(ge=0, le=1, description="The window's one-sided p-value against the baseline.")
+    p_value: float = Field(
+        ge=0, le=1, description="The window's own one-sided p-value against the baseline (for reading)."
+    )
     window_interactions: int = Field(ge=0, description="Interactions in the window carrying the metric.")
     baseline_windows: int = Field(ge=0, description="Windows the baseline pools.")
     baseline_seeded_from: Label | None = Field(
@@ -286,6 +352,14 @@ class RegressionAlert(_Record):
     )
     evidence_sql: str = Field(description="SQL over interaction_outcomes: the metric per window around it.")
     evidence_link: str | None = Field(description="The SQL in a link, when a template is configured.")
+    cusum: float | None = Field(
+        None,
+        description="The evidence accumulated over the incident's windows (a CUSUM of log-likelihood "
+        "ratios) when it opened; null in alerts raised before detection accumulated evidence.",
+    )
+    cusum_threshold: float | None = Field(
+        None, description="The threshold the CUSUM reached: log(horizon windows / false-alarm budget)."
+    )
 
 
 def finite(value: float) -> float | None:
@@ -297,6 +371,7 @@ __all__ = [
     "AlertKind",
     "AlertSeverity",
     "ArmNumbers",
+    "AssignmentCheck",
     "DecisionAction",
     "DecisionRule",
     "Experiment",
