@@ -8,12 +8,14 @@ take seconds; docs/experiments.md has the same targets with 1,000 runs each.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import pytest
+from typer.testing import CliRunner
 
 from experiments import (
     ArmStats,
@@ -26,6 +28,7 @@ from experiments import (
 )
 from experiments.simulate import SimulationSpec, binomial, simulate
 from experiments.srm import srm_log_e_value
+from feedbackloop.cli import app
 from schemas.experiments import DecisionAction, DecisionRule, OutcomeMetric
 
 CONTROL, TREATMENT = "v1.0", "v1.1"
@@ -496,3 +499,21 @@ def test_clustered_users_aa_is_valid_where_interaction_level_analysis_fails() ->
     interaction_level = sum(naive in decisive for _, naive in results) / runs
     assert user_level <= config.alpha
     assert interaction_level > 3 * config.alpha
+
+
+def test_the_simulate_command_prints_the_fractions_and_users_as_json() -> None:
+    """`feedbackloop experiments simulate --json`: the same runs as ``simulate`` with the same options."""
+    result = CliRunner().invoke(
+        app,
+        ["experiments", "simulate", "--effect", "-0.20", "--users", "10000", "--runs", "40", "--seed", "3",
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    direct = simulate(SimulationSpec(effect=-0.20, users=10_000, runs=40, seed=3)).summary()
+    for key in ("promote", "revert", "invalid", "undecided", "median_users_to_decision"):
+        assert printed[key] == direct[key]
+    assert printed["promote"] > 0.5
+    refused = CliRunner().invoke(app, ["experiments", "simulate", "--control-rate", "1.5"])
+    assert refused.exit_code == 2
+    assert "invalid simulation" in refused.output
