@@ -27,7 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from infra.settings import KafkaSettings, ProducerSettings, Settings
-from producers.assignment import Assignment, Experiment, read_experiment
+from producers import assignment as _assignment
+from producers.assignment import Assignment
 from producers.errors import BufferFullError, ClientClosedError
 from producers.sender.ipc import record_frame, topic_prefix
 from producers.sender.loop import Mode
@@ -92,10 +93,10 @@ class FeedbackClient:
 
     def __init__(self, kafka: KafkaSettings, producer: ProducerSettings | None = None) -> None:
         self.settings = producer or ProducerSettings()
-        self._kafka = kafka
         self._closed = False
         self._close_lock = threading.Lock()
         self._interactions = topic_prefix(topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace))
+        self._kafka = kafka  # for experiment(): the record the split is read from
         self._feedback = topic_prefix(topics.topic_name(topics.FEEDBACK, kafka.topic_namespace))
         self._link = SenderProcess(sender_config(kafka, self.settings), self.settings.buffer_max_events)
 
@@ -106,13 +107,15 @@ class FeedbackClient:
 
     # -- experiments ---------------------------------------------------------------------------------
 
-    def experiment(self, experiment_id: str, timeout_s: float = 30.0) -> Experiment:
+    def experiment(self, experiment_id: str, timeout_s: float = 30.0) -> _assignment.Experiment:
         """The assignment of an experiment as its record on ``ai.experiments.v1`` sets it (split included).
 
         Reads the topic (blocking, up to ``timeout_s``): call it at start-up or cache the result, then
         ``.assign(user_id)`` per request. Raises ``ExperimentNotFoundError`` for an unknown id.
         """
-        return Experiment.from_record(read_experiment(self._kafka, experiment_id, timeout_s))
+        return _assignment.Experiment.from_record(
+            _assignment.read_experiment(self._kafka, experiment_id, timeout_s)
+        )
 
     # -- typed calls ---------------------------------------------------------------------------------
 
