@@ -115,6 +115,12 @@ class SignalSettings(BaseModel):
     edit_small_max_norm: float = Field(0.15, ge=0, le=1, description="edit_distance_norm <= this is small.")
     edit_large_min_norm: float = Field(0.5, ge=0, le=1, description="edit_distance_norm >= this is large.")
 
+    @property
+    def settle_delay_s(self) -> float:
+        """How long after ``created_at`` an interaction settles: the longest window a later event can still
+        change its signals in. The processors settle on it and the evaluator cuts its windows by it."""
+        return max(self.abandon_window_s, self.rephrase_window_s, self.followup_window_s)
+
 
 class PipelineSettings(BaseModel):
     """How the stream processors run."""
@@ -331,6 +337,38 @@ class ExperimentSettings(BaseModel):
     auto_apply: bool = Field(
         False, description="Apply promote/revert decisions to the experiment (else they are recommendations)."
     )
+    min_users_per_arm: int = Field(
+        500,
+        ge=2,
+        description="Users each arm needs before a promote or revert (`experiments create` default; "
+        "users are the randomized unit).",
+    )
+    improvement_alpha: float = Field(
+        0.25,
+        gt=0,
+        lt=0.5,
+        description="Bound on promoting a treatment whose improvement is exactly the minimum: promote needs "
+        "the improvement to exceed the minimum at this one-sided level, at every look.",
+    )
+    srm_threshold: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="Bound on invalidating a healthy experiment for a sample ratio mismatch over all looks "
+        "(sequential test).",
+    )
+    max_assignment_mismatch: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Share of users logged in another arm than the consistent hash gives above which an "
+        "experiment is invalid.",
+    )
+    cuped: bool = Field(
+        True,
+        description="Reduce variance with each user's pre-experiment values (CUPED); the evaluator then "
+        "keeps every user's history.",
+    )
     regression_metrics: tuple[
         Literal[
             "regeneration_rate",
@@ -351,16 +389,25 @@ class ExperimentSettings(BaseModel):
         0.02, ge=0, description="... and at least this much in the metric's units (rates: 0.02 = 2 points)."
     )
     regression_false_alarm_budget: float = Field(
-        0.01, gt=0, lt=1, description="Bound on any false alert per version and metric within the horizon."
+        0.01,
+        gt=0,
+        lt=1,
+        description="Bound on a false alert per version and metric within the horizon "
+        "(for a rise at the floors).",
     )
     regression_horizon_windows: int = Field(1440, ge=1, description="The horizon of that bound, in windows.")
-    regression_baseline_windows: int = Field(60, ge=2, description="Trailing healthy windows in a baseline.")
+    regression_baseline_windows: int = Field(
+        240, ge=2, description="Trailing in-control windows in a baseline (suspicious windows never join)."
+    )
     regression_min_baseline_windows: int = Field(10, ge=2, description="No verdicts before this many.")
     regression_min_window_interactions: int = Field(
         30, ge=1, description="Windows with fewer interactions carrying the metric are skipped."
     )
-    regression_open_after: int = Field(
-        2, ge=1, description="Consecutive breaching windows that open an incident."
+    regression_detect_excess: tuple[float, ...] = Field(
+        (0.5, 2.0, 8.0),
+        min_length=1,
+        description="Rises beyond the floors, as shares of the floor, that the alerts' CUSUMs are tuned to "
+        "(one CUSUM each: small ones found surely, large ones at once).",
     )
     regression_resolve_after: int = Field(5, ge=1, description="Consecutive clear windows that resolve it.")
     evidence_link_template: str | None = Field(

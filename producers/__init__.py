@@ -16,7 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from producers.assignment import Assignment, Experiment, assign_variant
+    from producers.assignment import (
+        Assignment,
+        Experiment,
+        ExperimentNotFoundError,
+        assign_variant,
+        read_experiment,
+    )
     from producers.client import DeliveryError, EventPublisher
     from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
     from producers.impact import UserImpact, fetch_impact
@@ -28,6 +34,8 @@ _HOMES = {
     "Assignment": "producers.assignment",
     "Experiment": "producers.assignment",
     "assign_variant": "producers.assignment",
+    "ExperimentNotFoundError": "producers.assignment",
+    "read_experiment": "producers.assignment",
     "DeliveryError": "producers.client",
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
@@ -66,6 +74,7 @@ __all__ = [
     "EventPublisher",
     "EventTooLargeError",
     "Experiment",
+    "ExperimentNotFoundError",
     "FeedbackClient",
     "InteractionLike",
     "InteractionRef",
@@ -76,4 +85,5 @@ __all__ = [
     "UserImpact",
     "assign_variant",
     "fetch_impact",
+    "read_experiment",
 ]

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from infra.settings import KafkaSettings, ProducerSettings, Settings
+from producers import assignment as _assignment
 from producers.assignment import Assignment
 from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
 from producers.limits import KAFKA_OVERHEAD_BYTES, message_bytes, message_too_large, oversized_field
@@ -112,6 +113,7 @@ class FeedbackClient:
         self._max_payload = self._max_message - KAFKA_OVERHEAD_BYTES  # key and value
         self._close_lock = threading.Lock()
         self._interactions = topic_prefix(topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace))
+        self._kafka = kafka  # for experiment(): the record the split is read from
         self._feedback = topic_prefix(topics.topic_name(topics.FEEDBACK, kafka.topic_namespace))
         self._link = SenderProcess(sender_config(kafka, self.settings), self.settings.buffer_max_events)
         self._closed = False
@@ -120,6 +122,18 @@ class FeedbackClient:
     def from_settings(cls, settings: Settings) -> FeedbackClient:
         """A client for the Kafka and producer sections of ``settings``."""
         return cls(settings.kafka, settings.producer)
+
+    # -- experiments ---------------------------------------------------------------------------------
+
+    def experiment(self, experiment_id: str, timeout_s: float = 30.0) -> _assignment.Experiment:
+        """The assignment of an experiment as its record on ``ai.experiments.v1`` sets it (split included).
+
+        Reads the topic (blocking, up to ``timeout_s``): call it at start-up or cache the result, then
+        ``.assign(user_id)`` per request. Raises ``ExperimentNotFoundError`` for an unknown id.
+        """
+        return _assignment.Experiment.from_record(
+            _assignment.read_experiment(self._kafka, experiment_id, timeout_s)
+        )
 
     # -- typed calls ---------------------------------------------------------------------------------
 
