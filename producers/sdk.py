@@ -435,7 +435,8 @@ class FeedbackClient:
         self._link.put_many([self._frame(event, redact) for event in events])
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Accept raw bytes for any topic (tools and tests); no validation, but the message limit."""
+        """Accept raw bytes for any topic (tools and tests); no validation and no redaction, but the
+        message limit."""
         if (size := message_bytes(key, value)) > self._max_message:
             raise message_too_large(f"of {len(value)} bytes for {topic}", size, self._max_message)
         self._link.put(record_frame(topic_prefix(topic), key, value))
