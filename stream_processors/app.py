@@ -33,7 +33,7 @@ from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, format_ms, to_epoch_ms, topics
 from stream_processors.decode import InvalidInputError, apply_event, decode_input
-from stream_processors.faust_transport import FastConsumer, FastTransport
+from stream_processors.faust_transport import FastApp, FastConsumer
 from stream_processors.state import Emit, LostEvent, PartitionState
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState
@@ -68,11 +68,6 @@ class TopicNames:
             contributions=contributions_topic(settings),
             edit_operations=topics.topic_name(topics.EDIT_OPERATIONS, ns),
         )
-
-
-class _App(faust.App):
-    def _new_transport(self) -> Any:
-        return FastTransport(self.conf.broker_consumer, self)
 
 
 class Pipeline:
@@ -242,7 +237,7 @@ class Pipeline:
             return False  # no fetch response yet: nothing is known about its end
         # Faust's read offset is the last offset its fetcher handed over, or, until it hands one
         # over after a seek, the committed position (the next offset to read).
-        handed = consumer._read_offset.get(tp)
+        handed = consumer.handed_offset(tp)
         processed = self.read_offsets.get((tp.topic, tp.partition))
         if handed is None:
             return None if high > 0 else True
@@ -388,7 +383,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     pipeline_cfg = settings.pipeline
     names = TopicNames.of(settings)
     partitions = settings.kafka.partitions
-    app = _App(
+    app = FastApp(
         app_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         store="memory://",
