@@ -121,7 +121,7 @@ class Pipeline:
 
     async def _deliver(self, step: Step) -> None:
         produce = self.output.produce
-        for topic, key, value, partition, timestamp_ms in step.publish:
+        for topic, key, value, partition, timestamp_ms in step.messages():
             produce(topic, key, value, -1 if partition is None else partition, timestamp_ms)
         # Outputs first, acknowledged; only then the state that says they were sent.
         await self.output.flush()

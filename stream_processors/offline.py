@@ -34,6 +34,8 @@ OFFLINE_TOPICS = TopicNames(
     edit_operations="edit_operations",
 )
 
+_new = tuple.__new__  # as in the core: a NamedTuple's own __new__ costs a Python call per message
+
 #: How far the wall clock jumps past the latest event time at the end: beyond every window.
 _SETTLE_ALL_MS = 10 * 24 * 3600 * 1000
 
@@ -55,8 +57,6 @@ class OfflineResult:
     joined: int = 0
     edit_ops: int = 0
     dead_letters: int = 0
-    #: Bytes of every message published and every changelog record written.
-    bytes_out: int = 0
     outcome_messages: list[bytes] = field(default_factory=list)
     #: The latest aggregate message per window key (a window lives in one partition, in order).
     window_messages: dict[bytes, bytes] = field(default_factory=dict)
@@ -132,7 +132,7 @@ class OfflinePipeline:
         tp = (topic, partition)
         offset = self._next_offset.get(tp, 0)
         self._next_offset[tp] = offset + 1
-        return InputRecord(topic, partition, offset, key, value)
+        return _new(InputRecord, (topic, partition, offset, key, value, 0.0))
 
     def _partition(self, key: bytes | None) -> int:
         if key is None:
@@ -146,9 +146,8 @@ class OfflinePipeline:
         result = self.result
         names = self.names
         contributions: list[InputRecord] = []
-        for message in step.publish:
+        for message in step.messages():
             topic = message.topic
-            result.bytes_out += len(message.value)
             if topic == names.contributions:
                 contributions.append(self._consumed(topic, message.key, message.value))
             elif topic == names.outcomes:
@@ -161,6 +160,5 @@ class OfflinePipeline:
                 result.edit_ops += 1
             elif topic == names.deadletter:
                 result.dead_letters += 1
-        result.bytes_out += sum(len(write.value or b"") for write in step.changelog)
         if contributions:
             self._take(self.core.process_contributions(contributions))

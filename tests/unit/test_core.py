@@ -85,7 +85,7 @@ def always(_topic: str, _partition: int) -> bool:
 
 
 def published(step: Step, topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(p.value) for p in step.publish if p.topic == topic]
+    return [orjson.loads(p.value) for p in step.messages() if p.topic == topic]
 
 
 def test_read_to_end_from_high_watermark_handed_and_processed_offsets() -> None:
@@ -107,7 +107,8 @@ def test_outputs_and_changelog_writes_come_apart_with_publish_times() -> None:
         [message(x, 0, published_s=1000.5), message(up, 0, published_s=1002.25)], 0, never
     )
 
-    joined = [p for p in step.publish if p.topic == NAMES.joined]
+    assert list(step.messages()) == list(step.messages())  # serialized on the way out, the same each time
+    joined = [p for p in step.messages() if p.topic == NAMES.joined]
     assert [(p.key, p.partition, p.timestamp_ms) for p in joined] == [(b"s1", None, 1_002_250)]
     assert orjson.loads(joined[0].value)["time_to_feedback_ms"] == 3000
     assert step.changelog == [
@@ -133,7 +134,9 @@ def test_bad_input_is_dead_lettered_and_the_rest_of_the_batch_goes_on() -> None:
     later = feedback(x, FeedbackType.THUMBS_DOWN, 2)
     step = core.process_events([message(x, 0), garbage, wrong_key, message(later, 8)], 0, never)
 
-    letters = [DeadLetter.model_validate_json(p.value) for p in step.publish if p.topic == NAMES.deadletter]
+    letters = [
+        DeadLetter.model_validate_json(p.value) for p in step.messages() if p.topic == NAMES.deadletter
+    ]
     assert [(d.source_topic, d.offset, d.error_type) for d in letters] == [
         (NAMES.interactions, 1, "validation_error"),
         (NAMES.feedback, 7, "invalid_message"),
@@ -157,7 +160,7 @@ def test_state_restored_from_the_changelog_settles_like_the_original() -> None:
     second = ProcessingCore(PIPELINE, NAMES, changelog)
     second.open_partitions([0, 0])
     assert changelog.released[RECORDS] == [str(x.interaction_id)]
-    assert second.tick(LATER, never).publish == []  # not read to the end: time holds
+    assert list(second.tick(LATER, never).messages()) == []  # not read to the end: time holds
     settled = second.tick(LATER, always)
     # The reference: the same events, never interrupted.
     reference = first.tick(LATER, always)
@@ -168,7 +171,7 @@ def test_state_restored_from_the_changelog_settles_like_the_original() -> None:
         True,
         2,
     )
-    assert [p.topic for p in settled.publish].count(NAMES.contributions) == 1
+    assert [p.topic for p in settled.messages()].count(NAMES.contributions) == 1
 
 
 def test_a_partition_takes_only_its_own_records_and_a_revoked_one_is_forgotten() -> None:
@@ -198,7 +201,7 @@ def test_contribution_windows_aggregate_and_a_corrupt_contribution_is_dead_lette
     core = ProcessingCore(PIPELINE, NAMES)
     x = interaction()
     core.process_events([message(x, 0)], 0, never)
-    contributions = [p for p in core.tick(LATER, always).publish if p.topic == NAMES.contributions]
+    contributions = [p for p in core.tick(LATER, always).messages() if p.topic == NAMES.contributions]
     assert len(contributions) == 1
     window_key = contributions[0].key
     batch = [
@@ -208,7 +211,9 @@ def test_contribution_windows_aggregate_and_a_corrupt_contribution_is_dead_lette
         InputRecord(NAMES.contributions, 2, 3, window_key, contributions[0].value),
     ]
     step = core.process_contributions(batch)
-    letters = [DeadLetter.model_validate_json(p.value) for p in step.publish if p.topic == NAMES.deadletter]
+    letters = [
+        DeadLetter.model_validate_json(p.value) for p in step.messages() if p.topic == NAMES.deadletter
+    ]
     assert [(d.offset, d.error_type) for d in letters] == [
         (0, "invalid_message"),
         (1, "invalid_message"),
