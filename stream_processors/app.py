@@ -30,6 +30,7 @@ from stream_processors.core import (
     RECORDS,
     WINDOWS,
     ProcessingCore,
+    ReadToEnd,
     Step,
     Store,
     TopicNames,
@@ -106,14 +107,21 @@ class Pipeline:
             if not self.core.partitions:
                 return
             now_ms = _now_ms()
-            done: dict[tuple[str, int], bool] = {}
+            step = Step([], [])
             for partition in list(self.core.partitions):
+                done: dict[str, bool] = {}
                 for topic in (self.names.interactions, self.names.feedback):
                     at_end = self._read_to_end(topic, partition)
                     if at_end is None:  # nothing handed over in this run: ask where the consumer stands
                         at_end = await self._position_at_end(TP(topic, partition))
-                    done[(topic, partition)] = at_end
-            await self._deliver(self.core.tick(now_ms, lambda topic, partition: done[(topic, partition)]))
+                    done[topic] = at_end
+                # Advanced right after its own answers: while we wait on the broker for the next
+                # partition, this one may receive messages, and a stale "read to the end" would let
+                # its watermark jump to the wall clock past them.
+                ticked = self.core.tick(now_ms, _answered(done), [partition])
+                step.pending += ticked.pending
+                step.changelog += ticked.changelog
+            await self._deliver(step)
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""
@@ -155,6 +163,11 @@ class Pipeline:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _answered(done: dict[str, bool]) -> ReadToEnd:
+    """One partition's answers, already obtained, in the form the core asks for them."""
+    return lambda topic, _partition: done[topic]
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:

@@ -316,13 +316,20 @@ class ProcessingCore:
             self._advance(partition, now_ms, read_to_end, publish)
         return Step(publish, self._record_changes(touched))
 
-    def tick(self, now_ms: int, read_to_end: ReadToEnd) -> Step:
-        """Let every open partition's event time follow the wall clock where its inputs are read to
-        their end (settles the last interactions of a quiet partition)."""
+    def tick(self, now_ms: int, read_to_end: ReadToEnd, partitions: Iterable[int] | None = None) -> Step:
+        """Let the event time of open ``partitions`` (default: all) follow the wall clock where their
+        inputs are read to their end (settles the last interactions of a quiet partition).
+
+        ``read_to_end`` is asked right before each partition advances; a caller that must wait to
+        find out (ask the broker) should tick one partition at a time, so no answer grows stale
+        while it waits for the others."""
         publish: list[Pending] = []
-        for partition in list(self.partitions):
+        chosen = (
+            list(self.partitions) if partitions is None else [p for p in partitions if p in self.partitions]
+        )
+        for partition in chosen:
             self._advance(partition, now_ms, read_to_end, publish)
-        return Step(publish, self._record_changes(set(self.partitions)))
+        return Step(publish, self._record_changes(chosen))
 
     def _apply(
         self, state: PartitionState, message: InputMessage, now_ms: int, publish: list[Pending]

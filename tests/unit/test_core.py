@@ -259,3 +259,22 @@ def test_offline_results_do_not_depend_on_the_batch_size(batch: int) -> None:
 
     assert facts(result.outcomes) == facts(reference.outcomes)
     assert result.windows.keys() == reference.windows.keys()
+
+
+def test_a_tick_can_advance_one_partition_at_a_time() -> None:
+    core = ProcessingCore(PIPELINE, NAMES)
+    first, second = interaction("s1"), interaction("s2")
+    core.process_events([message(first, 0, partition=0), message(second, 0, partition=1)], 0, never)
+    asked: list[tuple[str, int]] = []
+
+    def answer(topic: str, partition: int) -> bool:
+        asked.append((topic, partition))
+        return True
+
+    step = core.tick(LATER, answer, [1, 7])  # 7 is not open here: nothing to advance
+    assert asked == [(NAMES.interactions, 1), (NAMES.feedback, 1)]
+    assert [o["interaction_id"] for o in published(step, NAMES.outcomes)] == [str(second.interaction_id)]
+    assert {w.partition for w in step.changelog} == {1}
+    assert [o["interaction_id"] for o in published(core.tick(LATER, answer), NAMES.outcomes)] == [
+        str(first.interaction_id)
+    ]
