@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
-
-import orjson
 
 from infra.settings import PipelineSettings
 from schemas import partition_for
@@ -51,31 +48,14 @@ class RawMessage:
 
 @dataclass
 class OfflineResult:
-    """What the core published: counts as it runs; outcomes and windows decoded when first read
-    (after the run), so decoding them is not part of the compute being measured."""
+    """What the core published: the latest outcome per interaction and aggregate per window, as the
+    values it serialized (UUIDs still UUIDs), and counts of the rest."""
 
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows: dict[str, dict[str, Any]] = field(default_factory=dict)
     joined: int = 0
     edit_ops: int = 0
     dead_letters: int = 0
-    outcome_messages: list[bytes] = field(default_factory=list)
-    #: The latest aggregate message per window key (a window lives in one partition, in order).
-    window_messages: dict[bytes, bytes] = field(default_factory=dict)
-
-    @cached_property
-    def outcomes(self) -> dict[str, dict[str, Any]]:
-        """The latest (highest version) outcome per interaction id."""
-        latest: dict[str, dict[str, Any]] = {}
-        for message in self.outcome_messages:
-            outcome = orjson.loads(message)
-            current = latest.get(outcome["interaction_id"])
-            if current is None or current["version"] < outcome["version"]:
-                latest[outcome["interaction_id"]] = outcome
-        return latest
-
-    @cached_property
-    def windows(self) -> dict[str, dict[str, Any]]:
-        """The latest aggregate per window key."""
-        return {key.decode(): orjson.loads(value) for key, value in self.window_messages.items()}
 
 
 def _never(_topic: str, _partition: int) -> bool:
@@ -146,14 +126,20 @@ class OfflinePipeline:
         result = self.result
         names = self.names
         contributions: list[InputRecord] = []
-        for message in step.messages():
-            topic = message.topic
+        # Every output is serialized, as the worker does on its way to the producer; the results
+        # keep the values it came from.
+        for (topic, key, value, _, _), message in zip(step.pending, step.messages(), strict=True):
             if topic == names.contributions:
-                contributions.append(self._consumed(topic, message.key, message.value))
+                contributions.append(self._consumed(topic, key, message.value))
             elif topic == names.outcomes:
-                result.outcome_messages.append(message.value)
+                assert isinstance(value, dict)
+                interaction_id = str(value["interaction_id"])
+                current = result.outcomes.get(interaction_id)
+                if current is None or current["version"] < value["version"]:
+                    result.outcomes[interaction_id] = value
             elif topic == names.metrics:
-                result.window_messages[message.key or b""] = message.value
+                assert isinstance(value, dict)
+                result.windows[message.key.decode() if message.key else ""] = value
             elif topic == names.joined:
                 result.joined += 1
             elif topic == names.edit_operations:
