@@ -240,7 +240,9 @@ def test_the_uvicorn_internal_the_guard_relies_on_is_there() -> None:
     async def build() -> HeaderDeadlineProtocol:
         from uvicorn.server import ServerState
 
-        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+        protocol_class = config.http_protocol_class
+        assert issubclass(protocol_class, HeaderDeadlineProtocol)  # typed by uvicorn as asyncio.Protocol
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
         assert isinstance(protocol, HeaderDeadlineProtocol)
         return protocol
 
