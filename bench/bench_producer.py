@@ -179,6 +179,7 @@ def _sdk(
         "sent": final["sent"] - base["sent"],
         "spooled": final["spooled"] - base["spooled"],
         "dropped": final["dropped"],
+        "refused": final["refused"],  # refused at the call site: the spool could not keep them
     }
 
 

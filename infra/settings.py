@@ -183,6 +183,28 @@ class StackSettings(BaseModel):
     heap: str = "1g"
 
 
+class FieldCaps(BaseModel):
+    """Size caps of an event's free-text fields, in characters (``metadata``: its keys and values
+    together). An event over a cap is refused where it is recorded (``EventTooLargeError``; 413 at
+    the collector) with an error naming the field. The contract has no such caps: they are a
+    deployment's choice, and every cap here keeps a typical event well under the message limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: int = Field(100_000, ge=1, description="Characters of an interaction's prompt.")
+    response: int = Field(100_000, ge=1, description="Characters of an interaction's response.")
+    corrected_output: int = Field(100_000, ge=1, description="Characters of an edit's corrected text.")
+    comment: int = Field(
+        10_000,
+        ge=1,
+        le=10_000,
+        description="Characters of a feedback comment (the contract's own cap is 10,000).",
+    )
+    metadata: int = Field(
+        16_384, ge=0, description="Characters of an interaction's metadata keys and values together."
+    )
+
+
 class ProducerSettings(BaseModel):
     """How the producer SDK buffers, spools and hands events to Kafka (see docs/producers.md)."""
 
@@ -222,6 +244,16 @@ class ProducerSettings(BaseModel):
         description="Longest a spooled record waits for fsync (0: after every write). A process crash "
         "loses nothing written; this bounds what a machine crash can take.",
     )
+    max_message_bytes: int = Field(
+        1_000_000,
+        ge=1_000,
+        le=1_000_000_000,
+        description="The largest Kafka message, as the broker's and librdkafka's message.max.bytes "
+        "(and the topics' max.message.bytes) allow: an event whose key and JSON, plus 100 bytes of "
+        "record overhead, exceed it is refused where it is recorded (EventTooLargeError, 413), not "
+        "lost when librdkafka refuses it later. Passed to librdkafka as its message.max.bytes.",
+    )
+    field_caps: FieldCaps = Field(FieldCaps(), description="Size caps of the free-text fields.")
 
 
 class CollectorSettings(BaseModel):
@@ -237,6 +269,11 @@ class CollectorSettings(BaseModel):
     )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
     max_events_per_request: int = Field(500, ge=1, description="Longer batches get 413.")
+    field_caps: FieldCaps | None = Field(
+        None,
+        description="Caps for events posted here, e.g. tighter ones for browsers; none -> the "
+        "producer's (which the SDK enforces on every event in any case).",
+    )
 
 
 class InsightSettings(BaseModel):

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from producers.assignment import Assignment, Experiment, assign_variant
     from producers.client import DeliveryError, EventPublisher
-    from producers.errors import BufferFullError, ClientClosedError
+    from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
     from producers.impact import UserImpact, fetch_impact
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender.loop import Mode
+    from producers.sender.spool import SpoolError
 
 _HOMES = {
     "Assignment": "producers.assignment",
@@ -31,6 +32,8 @@ _HOMES = {
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
     "ClientClosedError": "producers.errors",
+    "EventTooLargeError": "producers.errors",
+    "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
     "fetch_impact": "producers.impact",
     "FeedbackClient": "producers.sdk",
@@ -38,6 +41,7 @@ _HOMES = {
     "InteractionRef": "producers.sdk",
     "TimedInteraction": "producers.sdk",
     "Mode": "producers.sender.loop",
+    "SpoolError": "producers.sender.spool",
 }
 
 
@@ -60,11 +64,14 @@ __all__ = [
     "ClientClosedError",
     "DeliveryError",
     "EventPublisher",
+    "EventTooLargeError",
     "Experiment",
     "FeedbackClient",
     "InteractionLike",
     "InteractionRef",
     "Mode",
+    "NotAcceptingError",
+    "SpoolError",
     "TimedInteraction",
     "UserImpact",
     "assign_variant",

@@ -3,9 +3,12 @@
 ``POST /v1/events`` takes one event object or an array of them, each with ``"type"`` set to
 ``"interaction"`` or ``"feedback"`` next to the contract's fields. Answers: 202 when every event
 was accepted (buffered or spooled), 400 with a reason per invalid event (the valid ones in the
-same request are accepted all the same), 413 for a body or batch over the limits, 429 when the
-SDK's buffer is full, 503 while the spool is full, 401/403 for failed auth. ``GET /healthz``
-answers 200 while events can be accepted; ``GET /metrics`` serves Prometheus metrics.
+same request are accepted all the same), 413 for a body or batch over the limits or an event over
+a field cap or the Kafka message limit (named, per event; the others are accepted), 429 when the
+SDK's buffer is full, 503 with ``Retry-After`` whenever the SDK could not keep the events (spool
+bound reached, spool failing to write, sender process not running), 401/403 for failed auth.
+``GET /healthz`` answers 200 while events can be accepted; ``GET /metrics`` serves Prometheus
+metrics. A spool folder that cannot be created or written stops the collector at start.
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import ValidationError
 
 from infra.settings import CollectorSettings, Settings
+from producers.errors import EventTooLargeError, NotAcceptingError
+from producers.limits import EventLimits
 from producers.sdk import BufferFullError, ClientClosedError, Event, FeedbackClient
+from producers.sender.spool import SpoolError, check_spool_root
 from schemas import FeedbackEvent, InteractionEvent
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait after a 503 (the spool drains or its disk is fixed meanwhile).
+RETRY_AFTER_S: Final = 5
 
 EVENT_TYPES: Final[dict[str, type[InteractionEvent] | type[FeedbackEvent]]] = {
     "interaction": InteractionEvent,
@@ -46,10 +55,12 @@ class BatchTooLargeError(ValueError):
 
 @dataclass
 class ParsedBatch:
-    """Valid events with their index in the request, and the reasons for the invalid ones."""
+    """Valid events with their index in the request, and the reasons for the invalid ones
+    (``too_large`` of them over a size limit)."""
 
     events: list[tuple[int, Event]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    too_large: int = 0
 
 
 def _reasons(exc: ValidationError) -> list[dict[str, str]]:
@@ -76,19 +87,39 @@ def parse_event(obj: Any) -> Event:
     return model.model_validate(fields)
 
 
-def parse_batch(payload: Any, *, max_events: int) -> ParsedBatch:
-    """Validate a request body already decoded from JSON: one event object or an array of them."""
+def parse_batch(payload: Any, *, max_events: int, limits: EventLimits | None = None) -> ParsedBatch:
+    """Validate a request body already decoded from JSON: one event object or an array of them.
+
+    With ``limits``, an event over a field cap or the message limit is refused too, naming the
+    event and the field (the SDK would refuse it; better to say so per event than for the batch).
+    """
     items = payload if isinstance(payload, list) else [payload]
     if len(items) > max_events:
         raise BatchTooLargeError(f"{len(items)} events in one request; the limit is {max_events}")
     batch = ParsedBatch()
     for index, item in enumerate(items):
         try:
-            batch.events.append((index, parse_event(item)))
+            event = parse_event(item)
         except ValidationError as exc:
             batch.errors.append({"index": index, "errors": _reasons(exc)})
+            continue
         except ValueError as exc:
             batch.errors.append({"index": index, "errors": [{"field": "(event)", "message": str(exc)}]})
+            continue
+        if limits is not None:
+            try:
+                limits.check(event)
+            except EventTooLargeError as exc:
+                batch.too_large += 1
+                batch.errors.append(
+                    {
+                        "index": index,
+                        "event_id": str(event.event_id),
+                        "errors": [{"field": exc.field or "(event)", "message": str(exc)}],
+                    }
+                )
+                continue
+        batch.events.append((index, event))
     return batch
 
 
@@ -127,6 +158,7 @@ class _Collector:
     def __init__(self, settings: CollectorSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.client: FeedbackClient | None = None
+        self.limits: EventLimits | None = None
         self.requests = Counter(
             "feedbackloop_collector_requests",
             "HTTP requests to POST /v1/events by status code.",
@@ -135,7 +167,7 @@ class _Collector:
         )
         self.events = Counter(
             "feedbackloop_collector_events",
-            "Events received, by outcome (accepted, invalid, refused).",
+            "Events received, by outcome (accepted, invalid, too_large, refused).",
             ["outcome"],
             registry=registry,
         )
@@ -189,25 +221,34 @@ class _Collector:
         if payload == [] or not isinstance(payload, dict | list):
             return _error(400, "the body must be an event object or a non-empty array of them")
         try:
-            batch = parse_batch(payload, max_events=self.settings.max_events_per_request)
+            batch = parse_batch(payload, max_events=self.settings.max_events_per_request, limits=self.limits)
         except BatchTooLargeError as exc:
             return _error(413, str(exc))
-        if not client.spool_has_room:
-            return _error(503, "the broker is unreachable and the spool is full", {"Retry-After": "5"})
+        events = [event for _, event in batch.events]
         try:
-            client.publish_many([event for _, event in batch.events])
+            # The SDK reserves the events' room in the spool under its own lock: no separate
+            # "is there room?" check here, which would race with the other requests.
+            client.publish_many(events)
         except BufferFullError:
-            self.events.labels("refused").inc(len(batch.events))
+            self.events.labels("refused").inc(len(events))
             return _error(429, "the collector's buffer is full; retry shortly", {"Retry-After": "1"})
+        except NotAcceptingError as exc:
+            self.events.labels("refused").inc(len(events))
+            return _error(503, f"not accepted: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
+        except EventTooLargeError as exc:  # the collector's limits are checked first; a backstop
+            self.events.labels("too_large").inc(len(events))
+            return _error(413, str(exc))
         except ClientClosedError:
-            return _error(503, "the collector is stopping")
-        self.events.labels("accepted").inc(len(batch.events))
-        self.events.labels("invalid").inc(len(batch.errors))
+            return _error(503, "the collector is stopping", {"Retry-After": str(RETRY_AFTER_S)})
+        self.events.labels("accepted").inc(len(events))
+        self.events.labels("invalid").inc(len(batch.errors) - batch.too_large)
+        self.events.labels("too_large").inc(batch.too_large)
         content = {
             "accepted": [{"index": i, "event_id": str(event.event_id)} for i, event in batch.events],
             "rejected": batch.errors,
         }
-        return JSONResponse(content, status_code=400 if batch.errors else 202)
+        status = 413 if batch.too_large else 400 if batch.errors else 202
+        return JSONResponse(content, status_code=status)
 
 
 def create_app(settings: Settings, client: FeedbackClient | None = None) -> FastAPI:
@@ -218,8 +259,11 @@ def create_app(settings: Settings, client: FeedbackClient | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         own = client is None
+        # A spool folder that cannot be created or written stops the start here (SpoolError
+        # names it), before any event could be answered 202 and then lost.
         collector.client = FeedbackClient.from_settings(settings) if own else client
         assert collector.client is not None
+        collector.limits = collector_limits(settings.collector, collector.client)
         registry.register(collector.client.prometheus_collector())
         # Not client.spool_dir: it waits for the sender process; the SDK logs the slot when ready.
         log.info("collector publishing through the SDK, spool under %s", settings.producer.spool_dir)
@@ -255,8 +299,14 @@ def create_app(settings: Settings, client: FeedbackClient | None = None) -> Fast
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         active = collector.client
-        if active is None or not active.accepting:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+        if active is None:
+            return JSONResponse({"status": "unavailable", "reason": "starting or stopping"}, status_code=503)
+        if not active.accepting:
+            return JSONResponse(
+                {"status": "unavailable", "reason": active.not_accepting_reason()},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return JSONResponse({"status": "ok", "mode": active.mode.value})
 
     @app.get("/metrics")
@@ -268,8 +318,25 @@ def create_app(settings: Settings, client: FeedbackClient | None = None) -> Fast
     return app
 
 
+def collector_limits(settings: CollectorSettings, client: FeedbackClient) -> EventLimits:
+    """The size limits posted events get: the collector's caps (if set), then the SDK's own."""
+    caps = [(client.settings.field_caps, "producer.field_caps")]
+    if settings.field_caps is not None:
+        caps.insert(0, (settings.field_caps, "collector.field_caps"))
+    return EventLimits(client.settings.max_message_bytes, tuple(caps))
+
+
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the collector with uvicorn until SIGINT/SIGTERM; shutdown flushes or spools every event."""
+    """Serve the collector with uvicorn until SIGINT/SIGTERM; shutdown flushes or spools every event.
+
+    Exits at once, with a message naming the folder, when the spool folder cannot be created or
+    written: a collector that answered 202 for events it cannot keep would be worse than none.
+    """
+    try:
+        check_spool_root(settings.producer.spool_dir)
+    except SpoolError as exc:
+        log.error("feedbackloop collector cannot start: %s", exc)
+        raise SystemExit(f"feedbackloop collector cannot start: {exc}") from exc
     config = uvicorn.Config(
         create_app(settings),
         host=host,

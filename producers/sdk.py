@@ -1,11 +1,14 @@
 """The producer SDK: one client, typed calls for every event, never blocking the host application.
 
 A ``record_*`` call validates the event on the caller's thread (an app bug raises there, not in
-the dead-letter queue), serializes it to the bytes the spool and Kafka take, appends them to a
-bounded in-memory buffer and returns. A writer thread moves the buffer to the client's sender
-process in large writes (:mod:`producers.sender.process`); that process (:mod:`producers.sender.loop`)
-does the rest, on its own interpreter: librdkafka while the broker is healthy, the on-disk spool
-(:mod:`producers.sender.spool`) while it is not. The app's threads never wait for its work.
+the dead-letter queue), checks its size (field caps, the Kafka message limit), serializes it to
+the bytes the spool and Kafka take, reserves room for them in the spool's bound, appends them to
+a bounded in-memory buffer and returns. Every refusal is an exception the caller sees (the event
+was not taken) and a metric; nothing accepted is dropped quietly later. A writer thread moves the
+buffer to the client's sender process in large writes (:mod:`producers.sender.process`); that
+process (:mod:`producers.sender.loop`) does the rest, on its own interpreter: librdkafka while
+the broker is healthy, the on-disk spool (:mod:`producers.sender.spool`) while it is not. The
+app's threads never wait for its work.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from infra.settings import KafkaSettings, ProducerSettings, Settings
 from producers.assignment import Assignment
-from producers.errors import BufferFullError, ClientClosedError
+from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
+from producers.limits import KAFKA_OVERHEAD_BYTES, message_bytes, message_too_large, oversized_field
 from producers.sender.ipc import record_frame, topic_prefix
 from producers.sender.loop import Mode
 from producers.sender.process import SenderProcess, sender_config
+from producers.sender.spool import SpoolError, check_spool_root
 from producers.wire import event_json, new_id, now_ms
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
 
@@ -44,10 +49,13 @@ __all__ = [
     "BufferFullError",
     "ClientClosedError",
     "Event",
+    "EventTooLargeError",
     "FeedbackClient",
     "InteractionLike",
     "InteractionRef",
     "Mode",
+    "NotAcceptingError",
+    "SpoolError",
     "TimedInteraction",
 ]
 
@@ -85,18 +93,28 @@ class FeedbackClient:
     manager or call :meth:`close`. Every ``record_*`` call is non-blocking and may be called from
     asyncio code directly; :meth:`aclose` / :meth:`aflush` run the blocking parts off the loop.
 
-    The constructor starts the client's sender process and returns at once; events recorded
-    before that process is ready wait in the buffer. A client that is garbage-collected
-    unclosed is closed without waiting; one still open at interpreter exit is closed then.
+    The constructor checks that the spool folder can be created and written (raising
+    :class:`SpoolError`, which names it, when not), starts the client's sender process and
+    returns; events recorded before that process is ready wait in the buffer. A client that is
+    garbage-collected unclosed is closed without waiting; one still open at interpreter exit is
+    closed then.
     """
 
     def __init__(self, kafka: KafkaSettings, producer: ProducerSettings | None = None) -> None:
         self.settings = producer or ProducerSettings()
-        self._closed = False
+        self._closed = True  # until the sender process is started (__del__ may run on a failed init)
+        check_spool_root(self.settings.spool_dir)
+        caps = self.settings.field_caps
+        self._caps = caps
+        self._prompt_cap, self._response_cap = caps.prompt, caps.response
+        self._corrected_cap, self._comment_cap = caps.corrected_output, caps.comment
+        self._max_message = self.settings.max_message_bytes
+        self._max_payload = self._max_message - KAFKA_OVERHEAD_BYTES  # key and value
         self._close_lock = threading.Lock()
         self._interactions = topic_prefix(topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace))
         self._feedback = topic_prefix(topics.topic_name(topics.FEEDBACK, kafka.topic_namespace))
         self._link = SenderProcess(sender_config(kafka, self.settings), self.settings.buffer_max_events)
+        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackClient:
@@ -129,7 +147,11 @@ class FeedbackClient:
 
         ``assignment`` (from :meth:`Experiment.assign`) fills ``experiment_id`` and ``variant``.
         Ids and ``created_at`` (now) are filled in when not given. Raises
-        ``pydantic.ValidationError`` on invalid input, :class:`BufferFullError` when the buffer is full.
+        ``pydantic.ValidationError`` on invalid input, :class:`EventTooLargeError` for a field over
+        its cap (``producer.field_caps``) or an event over ``producer.max_message_bytes``,
+        :class:`BufferFullError` when the buffer is full, :class:`NotAcceptingError` when the
+        spool could not keep the event (full, or failing to write). In every case the event was
+        not taken.
         """
         if assignment is not None:
             if experiment_id is not None or variant is not None:
@@ -158,9 +180,14 @@ class FeedbackClient:
                 "metadata": metadata if metadata is not None else {},
             }
         )
-        self._link.put(
-            record_frame(self._interactions, event.session_id.encode(), event_json(event, created_at_text))
-        )
+        # Validated: prompt and response are str. A few comparisons; the full check on a miss.
+        if len(prompt) > self._prompt_cap or len(response) > self._response_cap or metadata:
+            self._check_fields(event)
+        key = event.session_id.encode()
+        value = event_json(event, created_at_text)
+        if len(key) + len(value) > self._max_payload:
+            raise message_too_large(event.event_id, message_bytes(key, value), self._max_message)
+        self._link.put(record_frame(self._interactions, key, value))
         return event
 
     def time_interaction(
@@ -226,9 +253,15 @@ class FeedbackClient:
                 "comment": comment,
             }
         )
-        self._link.put(
-            record_frame(self._feedback, event.session_id.encode(), event_json(event, created_at_text))
-        )
+        if (corrected_output is not None and len(corrected_output) > self._corrected_cap) or (
+            comment is not None and len(comment) > self._comment_cap
+        ):
+            self._check_fields(event)
+        key = event.session_id.encode()
+        value = event_json(event, created_at_text)
+        if len(key) + len(value) > self._max_payload:
+            raise message_too_large(event.event_id, message_bytes(key, value), self._max_message)
+        self._link.put(record_frame(self._feedback, key, value))
         return event
 
     def record_regenerate(
@@ -344,15 +377,21 @@ class FeedbackClient:
     # -- pre-built events ----------------------------------------------------------------------------
 
     def publish(self, event: Event) -> None:
-        """Accept one validated contract event (the collector's path)."""
+        """Accept one validated contract event; raises as the ``record_*`` calls do."""
         self._enqueue(event)
 
     def publish_many(self, events: Sequence[Event]) -> None:
-        """Accept all of ``events`` or, when the buffer cannot take them all, none (BufferFullError)."""
+        """Accept all of ``events`` or none (the collector's path).
+
+        :class:`EventTooLargeError` names the first event over a limit; :class:`BufferFullError`
+        and :class:`NotAcceptingError` refuse the whole batch.
+        """
         self._link.put_many([self._frame(event) for event in events])
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Accept raw bytes for any topic (tools and tests); no validation."""
+        """Accept raw bytes for any topic (tools and tests); no validation, but the message limit."""
+        if (size := message_bytes(key, value)) > self._max_message:
+            raise message_too_large(f"of {len(value)} bytes for {topic}", size, self._max_message)
         self._link.put(record_frame(topic_prefix(topic), key, value))
 
     def _enqueue(self, event: Event) -> None:
@@ -362,8 +401,17 @@ class FeedbackClient:
         # Serialized here, on the caller's thread (the record_* calls inline this): bytes cost
         # the app's process nothing more (no GC tracking, one system call for many), and the
         # sender process spools them as they are.
+        self._check_fields(event)
+        key = event.session_id.encode()
+        value = event_json(event)
+        if len(key) + len(value) > self._max_payload:
+            raise message_too_large(event.event_id, message_bytes(key, value), self._max_message)
         prefix = self._interactions if isinstance(event, InteractionEvent) else self._feedback
-        return record_frame(prefix, event.session_id.encode(), event_json(event))
+        return record_frame(prefix, key, value)
+
+    def _check_fields(self, event: Event) -> None:
+        if (error := oversized_field(event, self._caps)) is not None:
+            raise error
 
     # -- state for callers ---------------------------------------------------------------------------
 
@@ -384,37 +432,53 @@ class FeedbackClient:
 
     @property
     def spool_has_room(self) -> bool:
-        """False while new events go to a spool that is (nearly) full, i.e. would be dropped."""
-        max_bytes = self.settings.spool_max_bytes
-        values = self._link.metrics()
-        room = values["spool_bytes"] < max_bytes - min(64 << 10, max_bytes // 10)
-        return not values["spooling"] or room
+        """False while the spool's bound is (nearly) taken by what is spooled plus what may still
+        need spooling (everything accepted and not yet acknowledged): new events are refused then."""
+        link = self._link
+        return link.reserved_bytes < link.budget - min(64 << 10, link.budget // 10)
 
     @property
     def accepting(self) -> bool:
-        """Whether a new event would be accepted without loss (open, buffer and spool have room,
-        the sender process runs)."""
+        """Whether a new event would be accepted and could be kept (open, buffer and spool have
+        room, the spool takes writes, the sender process runs). ``/healthz`` of the collector."""
         link = self._link
         return (
             not link.closing
             and link.healthy
+            and link.fault == 0
             and link.buffered < self.settings.buffer_max_events
             and self.spool_has_room
         )
 
+    def not_accepting_reason(self) -> str:
+        """Why events are refused now ("" when they are not), for an operator or an HTTP answer."""
+        reason = self._link.not_accepting_reason()
+        if not reason and not self.spool_has_room:
+            reason = "the spool's bound is nearly reached (producer.spool_max_bytes)"
+        if not reason and self._link.buffered >= self.settings.buffer_max_events:
+            reason = "the buffer is full (producer.buffer_max_events)"
+        return reason
+
     def metrics(self) -> dict[str, int]:
-        """Counters and gauges: sent, failed, spooled, dropped, replayed, rejected, buffered, ...
+        """Counters and gauges: sent, failed, spooled, dropped, replayed, rejected, refused, buffered, ...
 
         ``sent``/``failed``: delivery reports (success / permanent failure); ``spooled``: records
         written to the spool; ``replayed``: records handed from the spool to librdkafka;
-        ``dropped``: lost because the spool was full (or with a sender process that died);
-        ``rejected``: refused at the call site (BufferFullError). Gauges: ``buffered`` (in this
-        process, the pipe and the sender process, not yet handed to librdkafka or the spool),
-        ``unwritten`` (of those, still in this process: what a SIGKILL of the app would lose),
-        ``in_flight``, ``spool_bytes``, ``spool_pending_bytes``, ``spooling`` (1 in spool mode).
-        The sender process's values come from shared memory: reading them costs no message.
+        ``dropped``: accepted and lost (with a sender process that died, or at close when neither
+        the broker nor the spool took them); ``rejected``: refused at the call site because the
+        buffer was full (BufferFullError); ``refused``: refused at the call site because they
+        could not be kept (NotAcceptingError); ``spool_write_errors``: failed spool writes;
+        ``spool_skipped``: damaged or torn spool records skipped on replay. Gauges: ``buffered``
+        (in this process, the pipe and the sender process, not yet handed to librdkafka or the
+        spool), ``unwritten`` (of those, still in this process: what a SIGKILL of the app would
+        lose), ``in_flight``, ``spool_bytes``, ``spool_pending_bytes``, ``spooling`` (1 in spool
+        mode), ``reserved_bytes`` (held against ``spool_max_bytes``), ``spool_fault`` (errno of a
+        failing spool, 0 when fine), ``accepting`` (1 while events are accepted). The sender
+        process's values come from shared memory: reading them costs no message.
         """
-        return self._link.metrics()
+        values = self._link.metrics()
+        values["accepting"] = int(self.accepting)
+        return values
 
     def prometheus_collector(self) -> Collector:
         """A Prometheus collector of :meth:`metrics`, read at scrape time (no cost per event)."""
@@ -524,8 +588,13 @@ _COUNTERS: Final = {
     "failed": "Events the broker or client refused for good.",
     "spooled": "Events written to the on-disk spool.",
     "replayed": "Spooled events handed to the Kafka client again.",
-    "dropped": "Events lost because the spool was full.",
+    "dropped": "Accepted events lost: with a sender process that died, or at close when neither the "
+    "broker nor the spool took them.",
     "rejected": "Events refused at the call site because the buffer was full.",
+    "refused": "Events refused at the call site because they could not be kept (spool bound reached, "
+    "spool failing to write, sender process not running).",
+    "spool_write_errors": "Spool writes that failed (disk full, read-only, permissions).",
+    "spool_skipped": "Damaged or torn spool records skipped when reading the spool back.",
 }
 _GAUGES: Final = {
     "buffered": "Events accepted and not yet handed to the Kafka client or the spool.",
@@ -535,6 +604,9 @@ _GAUGES: Final = {
     "spool_bytes": "Bytes of the spool's segment files.",
     "spool_pending_bytes": "Bytes of spooled events not yet acknowledged.",
     "spooling": "1 while new events go through the spool (broker unwell or spool not drained).",
+    "reserved_bytes": "Bytes held against the spool bound: spooled, or accepted and not yet settled.",
+    "spool_fault": "The errno of why the spool takes no writes now (0 when it does).",
+    "accepting": "1 while new events are accepted and could be kept.",
 }
 
 

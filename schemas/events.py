@@ -62,6 +62,12 @@ Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_len
 Label = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 Text = Annotated[str, StringConstraints(strict=True)]
 
+#: The longest duration the contract takes as plausible (24 h in ms): a latency or a dwell above it
+#: is a unit or clock bug of the sender, and would skew every average it entered.
+MAX_DURATION_MS = 24 * 3600 * 1000
+#: The most characters a copy can plausibly take (far above any response an app shows).
+MAX_COPIED_CHARS = 10_000_000
+
 
 def _truncate_to_ms(value: datetime) -> datetime:
     extra = value.microsecond % 1000
@@ -134,7 +140,9 @@ class InteractionEvent(_Event):
     prompt_version: Label = Field(description="Version label of the prompt template, e.g. 'v1.1'.")
     model: Label = Field(description="Model name, e.g. 'gpt-4o-mini'.")
     response: Text = Field(description="The model's output as shown to the user.")
-    response_time_ms: StrictInt = Field(ge=0, description="Latency of the AI call in milliseconds.")
+    response_time_ms: StrictInt = Field(
+        ge=0, le=MAX_DURATION_MS, description="Latency of the AI call in milliseconds."
+    )
     regenerated_from: UUID | None = Field(
         None, description="Set when this call answers a regenerate of that earlier interaction."
     )
@@ -180,10 +188,10 @@ class FeedbackEvent(_Event):
     )
     corrected_output: Text | None = Field(None, description="The user's corrected text (edit only).")
     copied_chars: StrictInt | None = Field(
-        None, ge=0, description="Characters of the response copied (copy only)."
+        None, ge=0, le=MAX_COPIED_CHARS, description="Characters of the response copied (copy only)."
     )
     dwell_ms: StrictInt | None = Field(
-        None, ge=0, description="How long the response was on screen (view_end only)."
+        None, ge=0, le=MAX_DURATION_MS, description="How long the response was on screen (view_end only)."
     )
     comment: str | None = Field(None, max_length=10_000, description="Optional free text from the user.")
 

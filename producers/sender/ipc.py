@@ -3,7 +3,7 @@
 Kept free of pydantic, schemas and the settings, so the sender process starts quickly and small.
 
 **App → sender: one pipe** (the sender's stdin) carrying *frames*, which are spool records
-(:func:`producers.sender.spool.encode_record`: length, CRC-32, topic, key, value) back to back. The
+(:func:`producers.sender.spool.encode_record`: mark, length, CRC-32, topic, key, value) back to back. The
 sender writes a record frame to the spool as it is, without decoding or re-encoding it. A frame
 whose topic is empty (no Kafka topic can be empty) is a *control frame*; its value is a JSON
 object:
@@ -34,9 +34,9 @@ from typing import Any, Final
 
 import orjson
 
-from producers.sender.spool import MAX_RECORD_BYTES
+from producers.sender.spool import MAX_RECORD_BYTES, RECORD_MARK
 
-_HEADER: Final = struct.Struct(">II")
+_HEADER: Final = struct.Struct(">4sII")
 _KEY_LEN: Final = struct.Struct(">i")
 _MESSAGE_LEN: Final = struct.Struct(">I")
 _TOPIC_LEN: Final = struct.Struct(">H")
@@ -67,13 +67,13 @@ def record_frame(prefix: bytes, key: bytes | None, value: bytes) -> bytes:
     (chaining the CRC over the parts to save the body's copy measured slower).
     """
     body = b"".join((prefix, _KEY_LEN.pack(-1 if key is None else len(key)), key or b"", value))
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+    return _HEADER.pack(RECORD_MARK, len(body), zlib.crc32(body)) + body
 
 
 def control_frame(message: dict[str, Any]) -> bytes:
     """A control frame carrying ``message`` (see the module docstring)."""
     body = _CONTROL_PREFIX + _NO_KEY + orjson.dumps(message)
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+    return _HEADER.pack(RECORD_MARK, len(body), zlib.crc32(body)) + body
 
 
 def is_control(frame: bytes) -> bool:
@@ -94,9 +94,9 @@ def split_frames(data: bytes) -> tuple[list[bytes | dict[str, Any]], int]:
     header = _HEADER.size
     unpack = _HEADER.unpack_from
     while pos + header <= end_of_data:
-        length, crc = unpack(data, pos)
-        if length < _MIN_BODY or length > MAX_RECORD_BYTES:
-            raise ProtocolError(f"frame of {length} bytes at offset {pos}")
+        mark, length, crc = unpack(data, pos)
+        if mark != RECORD_MARK or length < _MIN_BODY or length > MAX_RECORD_BYTES:
+            raise ProtocolError(f"no frame at offset {pos} (mark {mark.hex()}, length {length})")
         end = pos + header + length
         if end > end_of_data:
             break
@@ -159,6 +159,14 @@ class Slot(IntEnum):
     SPOOL_PENDING_BYTES = 12
     SPOOLING = 13  # 1 in spool mode
     FLUSHED = 14  # the highest flush id whose events are all acknowledged
+    # Bytes of record frames the sender no longer needs spool room for (acknowledged, failed,
+    # dropped, or written to the spool) minus the spool's size. What the app reserves against
+    # producer.spool_max_bytes is the bytes of the frames it accepted minus this: one slot, so
+    # one aligned read sees both parts at the same moment.
+    RELEASED = 15
+    FAULT = 16  # 0, or the errno of why the spool takes no record now: the app refuses events
+    WRITE_ERRORS = 17  # spool writes that failed
+    SKIPPED = 18  # damaged or torn spool records the reader skipped
 
 
 class State(IntEnum):
@@ -176,6 +184,8 @@ COUNTER_SLOTS: Final = {
     "spooled": Slot.SPOOLED,
     "dropped": Slot.DROPPED,
     "replayed": Slot.REPLAYED,
+    "spool_write_errors": Slot.WRITE_ERRORS,
+    "spool_skipped": Slot.SKIPPED,
 }
 
 STATUS_BYTES: Final = 4096
@@ -191,6 +201,11 @@ class StatusBlock:
     def __init__(self, buffer: bytearray | mmap.mmap | None = None) -> None:
         self._buffer = buffer if buffer is not None else bytearray(STATUS_BYTES)
         self._slots = memoryview(self._buffer).cast("q")
+
+    @property
+    def slots(self) -> memoryview:
+        """The int64 slots themselves, indexed by ``int(Slot.X)`` (for a hot path: no call)."""
+        return self._slots
 
     def __getitem__(self, slot: Slot) -> int:
         return int(self._slots[slot])

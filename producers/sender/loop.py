@@ -13,6 +13,13 @@ holds record frames (encoded spool records) read from the app's pipe.
   ``max_in_flight`` at a time; a record is committed once acknowledged. When everything spooled
   has been handed over and the broker answers again, direct mode resumes.
 
+When the spool cannot take records (a write fails: disk full, read-only, permissions; or its
+bound is reached), nothing is dropped: the records stay at the front of the buffer, in memory,
+and the write is tried again every ``_RETRY_WRITE_S``. A failed write raises
+:attr:`~producers.sender.ipc.Slot.FAULT` at once, so the app refuses new events until a write
+succeeds again; once everything the spool holds has been handed to librdkafka, the held records
+go to it directly (which also probes whether the broker is back).
+
 The order of ``produce`` calls is therefore the order events were accepted in, across modes and
 restarts, and librdkafka keeps that order per partition: a session's events (key = session_id)
 arrive in order.
@@ -25,6 +32,7 @@ round in a :class:`~producers.sender.ipc.StatusBlock`, which the app reads from 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import struct
 import threading
@@ -56,6 +64,8 @@ _IDLE_WAIT_S: Final = 0.1
 _BUSY_WAIT_S: Final = 0.005
 _LOG_EVERY_S: Final = 5.0
 _PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+_RETRY_WRITE_S: Final = 0.5  # how often a spool that refused a write is tried again
+_FAILED_ROUNDS_FAULT: Final = 3  # consecutive rounds ending in an exception: refuse events
 
 
 class Mode(StrEnum):
@@ -82,8 +92,12 @@ class SenderConfig:
     spool_max_bytes: int = 1 << 30
     spool_segment_bytes: int = 16 << 20
     spool_fsync_interval_s: float = 0.2
+    max_message_bytes: int = 1_000_000  # librdkafka's message.max.bytes
     log_level: int = logging.WARNING  # the app's level for "producers": the sender forwards no less
     parent_pid: int = 0
+    #: Test seam: while this file exists, spool writes fail with the errno named in it (e.g.
+    #: ``ENOSPC``), as on a full disk. Never set by the settings.
+    spool_fault_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (secrets included: send them only down a private pipe)."""
@@ -145,6 +159,7 @@ class Sender:
             max_bytes=config.spool_max_bytes,
             segment_bytes=config.spool_segment_bytes,
             fsync_interval_s=config.spool_fsync_interval_s,
+            fault_file=Path(config.spool_fault_file) if config.spool_fault_file else None,
         )
         self._linger_s = config.sender_linger_ms / 1000
         # Thread-safe signals.
@@ -164,6 +179,12 @@ class Sender:
         self._direct: collections.deque[_Pending] = collections.deque()
         self._log_pending: collections.deque[_Pending] = collections.deque()
         self._skip_on_replay: set[Position] = set()
+        self._holding = False  # the spool refused records: they wait at the buffer's front
+        self._retry_at = 0.0  # when to try the spool again
+        self._failed_rounds = 0
+        self._lost_at_close = 0
+        # Bytes of record frames settled: acknowledged, failed for good, dropped or spooled.
+        self._released = 0
         self._in_flight = 0
         self.counts = dict.fromkeys(COUNTER_SLOTS, 0)
         self._taken = 0  # records taken from the buffer
@@ -249,6 +270,7 @@ class Sender:
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self._on_error,
             "logger": _LibrdkafkaLog(),
+            "message.max.bytes": self.settings.max_message_bytes,
             **SAFE_PRODUCER_CONFIG,
         }
         return Producer(config)
@@ -257,11 +279,18 @@ class Sender:
         while True:
             try:
                 busy, quiet = self._round()
+                self._failed_rounds = 0
                 if self._closing and (quiet or time.monotonic() >= self._close_deadline):
                     break
                 self._wait(busy)
             except Exception:
-                log.exception("feedbackloop sender: unexpected error; continuing")
+                # A round that keeps failing must neither flood the log nor pass for healthy
+                # (the app refuses events while FAULT is set), and must not hold up close().
+                self._failed_rounds += 1
+                self._log_loudly("round", "unexpected error; continuing", exc_info=True)
+                self._publish_status()
+                if self._closing and time.monotonic() >= self._close_deadline:
+                    break
                 time.sleep(0.1)
         try:
             self._shutdown()
@@ -295,6 +324,8 @@ class Sender:
         busy |= self._replay()
         self._advance_cursor()
         self._spool.maintain()
+        if self._spool.write_error is not None and not self._buffer:
+            self._probe_spool()
         self.spool_bytes = self._spool.size_bytes
         self.spool_pending_bytes = self._spool.pending_bytes
         quiet = not self._buffer and self._in_flight == 0 and self._spool.empty
@@ -314,6 +345,8 @@ class Sender:
 
     def _publish_status(self) -> None:
         status = self.status
+        self.counts["spool_write_errors"] = self._spool.write_errors
+        self.counts["spool_skipped"] = self._spool.skipped_records
         for name, slot in COUNTER_SLOTS.items():
             status[slot] = self.counts[name]
         status[Slot.RECORDS] = self._taken
@@ -323,9 +356,29 @@ class Sender:
         status[Slot.SPOOL_PENDING_BYTES] = self.spool_pending_bytes
         status[Slot.SPOOLING] = int(self._mode is Mode.SPOOL)
         status[Slot.FLUSHED] = self.flushed
+        status[Slot.RELEASED] = self._released - self.spool_bytes
+        status[Slot.FAULT] = self.fault
+
+    @property
+    def fault(self) -> int:
+        """0, or the errno of why the spool takes no record now (the app refuses events meanwhile)."""
+        error = self._spool.write_error
+        if error is not None:
+            return error.errno or errno.EIO
+        return errno.EIO if self._failed_rounds >= _FAILED_ROUNDS_FAULT else 0
+
+    def _probe_spool(self) -> None:
+        """With nothing held to retry, find out whether the spool takes writes again."""
+        now = time.monotonic()
+        if now >= self._retry_at:
+            self._retry_at = now + _RETRY_WRITE_S
+            if self._spool.probe():
+                log.warning("feedbackloop producer: the spool %s takes writes again", self._spool.directory)
 
     def _drain_buffer(self) -> bool:
         buffer = self._buffer
+        if self._holding and self._mode is Mode.SPOOL and time.monotonic() < self._retry_at:
+            return False
         records = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
         if not records:
             return False
@@ -343,6 +396,7 @@ class Sender:
                 topic, key, value = decode_record(record)
             except (ValueError, struct.error, UnicodeDecodeError) as exc:  # a bug of the app side
                 self.counts["failed"] += 1
+                self._released += len(record)
                 self._log_loudly("failed", "malformed record from the app dropped: %s", exc)
                 continue
             try:
@@ -387,6 +441,7 @@ class Sender:
             # Refused locally for good (too large, bad topic name): no retry can fix it.
             pending.state = _State.DONE
             self.counts["failed"] += 1
+            self._released += len(record)
             self._log_loudly("failed", "event refused by the Kafka client for good: %s", exc)
             return pending if log_end is not None else None
         self._in_flight += 1
@@ -397,6 +452,7 @@ class Sender:
         if error is None:
             pending.state = _State.DONE
             self.counts["sent"] += 1
+            self._settle(pending)
             self._unhealthy = False
             return
         code = error.code()
@@ -405,11 +461,18 @@ class Sender:
             if pending.log_end is None and self._closing:
                 # Shutdown copies held messages to the spool first: this one did not fit.
                 self.counts["dropped"] += 1
-                self._log_loudly("dropped", "event lost: not delivered and the spool was full")
+                self._lost_at_close += 1
+                self._settle(pending)
             return
         pending.state = _State.DONE
         self.counts["failed"] += 1
+        self._settle(pending)
         self._log_loudly("failed", "event rejected by the broker for good: %s", error)
+
+    def _settle(self, pending: _Pending) -> None:
+        """A record only librdkafka held (not in the spool) is done with: release its bytes, once."""
+        self._released += len(pending.record)
+        pending.record = b""
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() == KafkaError._FATAL:
@@ -424,38 +487,70 @@ class Sender:
         """Copy what librdkafka still holds to the spool; then send every new event through it."""
         if self._mode is Mode.SPOOL:
             return
-        held = [p for p in self._direct if p.state != _State.DONE]
-        self._direct.clear()
-        positions = self._spool.append(p.record for p in held)
-        for pending, end in zip(held, positions, strict=False):
-            pending.log_end = end
-            pending.record = b""
-            self._log_pending.append(pending)
-        self.counts["spooled"] += len(positions)
-        # They are in librdkafka already: replay must start after them.
-        self._spool.seek(self._spool.end)
+        self._copy_direct_to_spool()
         self._mode = Mode.SPOOL
-        if len(positions) < len(held):
-            missing = len(held) - len(positions)
-            self._log_loudly("dropped", "spool full: %d events stay in memory only", missing)
         log.warning("feedbackloop producer: broker unwell, spooling to %s", self._spool.directory)
 
-    def _append_to_spool(self, records: Sequence[bytes]) -> None:
-        try:
-            written = self._spool.extend(records)
-        except OSError as exc:
-            written = 0
-            self._log_loudly("dropped", "spool write failed: %s", exc)
-        self.counts["spooled"] += written
-        if written < len(records):
-            self.counts["dropped"] += len(records) - written
+    def _copy_direct_to_spool(self) -> list[_Pending]:
+        """Copy the records only librdkafka holds to the spool; return those it did not take
+        (they stay in librdkafka, and in ``record``)."""
+        held = [p for p in self._direct if p.state != _State.DONE and p.record]
+        self._direct.clear()
+        if not held:
+            return []
+        fully_read = self._spool.fully_read
+        positions = self._spool.append(p.record for p in held)
+        for pending, end in zip(held, positions, strict=False):
+            self._settle(pending)
+            pending.log_end = end
+            self._log_pending.append(pending)
+        self.counts["spooled"] += len(positions)
+        if fully_read:
+            # They are in librdkafka already: replay must start after them.
+            self._spool.seek(self._spool.end)
+        missing = held[len(positions) :]
+        if missing:
             self._log_loudly(
-                "dropped",
-                "spool full (%d bytes in %s): %d events dropped, %d in total",
+                "hold",
+                "the spool took %d of %d events librdkafka holds (%s); the rest stay in memory only",
+                len(positions),
+                len(held),
+                self._spool.write_error or "spool full",
+            )
+        return missing
+
+    def _append_to_spool(self, records: Sequence[bytes]) -> None:
+        written = self._spool.extend(records)
+        self.counts["spooled"] += written
+        if written == len(records):
+            self._released += sum(map(len, records))
+            self._holding = False
+            return
+        self._released += sum(map(len, records[:written]))
+        # Nothing accepted is dropped: what the spool did not take waits, in order, at the front
+        # of the buffer (the app refuses new events meanwhile: FAULT, or its byte reservation).
+        rest = records[written:]
+        self._buffer.extendleft(reversed(rest))
+        self._taken -= len(rest)
+        self._holding = True
+        self._retry_at = time.monotonic() + _RETRY_WRITE_S
+        error = self._spool.write_error
+        if error is not None:
+            self._log_loudly(
+                "hold",
+                "spool write in %s failed (%s): %d events held in memory and retried; new events are "
+                "refused until a write succeeds",
+                self._spool.directory,
+                error,
+                len(rest),
+            )
+        else:
+            self._log_loudly(
+                "hold",
+                "spool full (%d bytes in %s): %d events held in memory until it drains",
                 self._spool.size_bytes,
                 self._spool.directory,
-                len(records) - written,
-                self.counts["dropped"],
+                len(rest),
             )
 
     def _replay(self) -> bool:
@@ -483,10 +578,43 @@ class Sender:
             if pending is not None:
                 self._log_pending.append(pending)
                 self.counts["replayed"] += 1
+        sent_held = False
+        if self._holding and self._spool.fully_read and not self._closing:
+            sent_held = self._send_held(window - self._in_flight, now)
         if self._spool.fully_read and not self._unhealthy and not self._closing:
             self._mode = Mode.DIRECT
+            self._holding = False
             log.info("feedbackloop producer: spool replayed, sending directly again")
-        return bool(records)
+        return bool(records) or sent_held
+
+    def _send_held(self, budget: int, now: float) -> bool:
+        """Hand records the spool refused to librdkafka as they are (in order: everything the
+        spool held is handed over already). While the broker is away this is the probe that
+        tells when it is back; the records live in memory either way."""
+        direct = self._direct
+        while direct and direct[0].state == _State.DONE:
+            direct.popleft()
+        sent = 0
+        while sent < budget and self._buffer:
+            record = self._buffer.popleft()
+            self._taken += 1
+            try:
+                topic, key, value = decode_record(record)
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                self.counts["failed"] += 1
+                self._released += len(record)
+                self._log_loudly("failed", "malformed record from the app dropped: %s", exc)
+                continue
+            try:
+                pending = self._produce(topic, key, value, record, None, now)
+            except BufferError:
+                self._buffer.appendleft(record)
+                self._taken -= 1
+                break
+            if pending is not None:
+                direct.append(pending)
+            sent += 1
+        return sent > 0
 
     def _advance_cursor(self) -> None:
         pending = self._log_pending
@@ -501,9 +629,17 @@ class Sender:
     def _reset_producer(self) -> None:
         """After a fatal producer error: re-send, from the spool, everything not acknowledged."""
         log.error("feedbackloop producer: fatal Kafka error (%s); recreating the producer", self._fatal_error)
-        self._enter_spool_mode()
+        uncopied = self._copy_direct_to_spool()
+        self._mode = Mode.SPOOL
         self._producer.purge(in_queue=True, in_flight=True)
         self._drain_reports(5.0)
+        # What the spool could not take goes back to the front of the buffer, to be spooled
+        # (or held) before anything newer.
+        back = [p.record for p in uncopied if p.state == _State.RETRY and p.record]
+        for p in uncopied:
+            p.record = b""
+        self._buffer.extendleft(reversed(back))
+        self._taken -= len(back)
         self._skip_on_replay = {p.log_end for p in self._log_pending if p.state == _State.DONE and p.log_end}
         self._log_pending.clear()
         self._in_flight = 0
@@ -517,14 +653,38 @@ class Sender:
             self._producer.poll(0.01)
 
     def _shutdown(self) -> None:
-        """Make whatever is not acknowledged durable: librdkafka's queue and the buffer go to the spool."""
+        """Make whatever is not acknowledged durable: librdkafka's queue and the buffer go to the spool.
+
+        What the spool cannot take then (its bound, or a write that keeps failing) is lost:
+        counted in ``dropped`` and logged.
+        """
         undelivered = bool(self._buffer) or self._in_flight > 0 or not self._spool.empty
         if undelivered:
-            self._enter_spool_mode()
+            self._copy_direct_to_spool()
+            self._mode = Mode.SPOOL
+            self._holding = False
             while self._buffer:
+                before = len(self._buffer)
                 self._drain_buffer()
+                if len(self._buffer) >= before:
+                    break  # the spool takes no more
             self._producer.purge(in_queue=True, in_flight=True)
             self._drain_reports(2.0)
+        if self._buffer:
+            lost = list(self._buffer)
+            self._buffer.clear()
+            self._taken += len(lost)
+            self.counts["dropped"] += len(lost)
+            self._lost_at_close += len(lost)
+            self._released += sum(map(len, lost))
+        if self._lost_at_close:
+            log.error(
+                "feedbackloop producer: %d events lost at close: the broker did not take them and the "
+                "spool %s could not (%s)",
+                self._lost_at_close,
+                self._spool.directory,
+                self._spool.write_error or "spool full",
+            )
         self._producer.flush(0)
         self._advance_cursor()
         self.spool_bytes = self._spool.size_bytes
@@ -537,7 +697,7 @@ class Sender:
                 self._spool.directory,
             )
 
-    def _log_loudly(self, kind: str, message: str, *args: Any) -> None:
+    def _log_loudly(self, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
         """logging.error, at most every few seconds per kind, saying how many were suppressed."""
         now = time.monotonic()
         if now - self._last_log.get(kind, -_LOG_EVERY_S) < _LOG_EVERY_S:
@@ -546,4 +706,4 @@ class Sender:
         self._last_log[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         suffix = f" ({suppressed} similar messages suppressed)" if suppressed else ""
-        log.error("feedbackloop producer: " + message + suffix, *args)
+        log.error("feedbackloop producer: " + message + suffix, *args, exc_info=exc_info)

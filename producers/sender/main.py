@@ -13,6 +13,12 @@ It exits after
 * the app process is gone while its pipe stays open elsewhere (a process that inherited it)
   and nothing more is readable: as at end of file.
 
+If the spool cannot be opened (a folder it may not write, a read-only or full disk), it does not
+exit: it raises ``Slot.FAULT`` (the app refuses new events meanwhile), leaves what the app sent
+unread in the pipe and tries again, with a growing pause, until the spool opens (then it carries
+on as usual, nothing lost) or the app closes its end of the pipe (then it exits: what the pipe
+held is lost, and the app counts and logs it).
+
 SIGTERM and SIGINT change nothing while the app lives: the app closes its sender (a Ctrl-C in a
 terminal reaches the app, which does). Once the app is gone — the kernel sends SIGTERM then, as
 asked with ``PR_SET_PDEATHSIG`` — the sender finishes as at end of file. SIGKILL loses what the
@@ -22,6 +28,7 @@ sender holds in memory.
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import logging
 import mmap
@@ -120,6 +127,18 @@ class _PipeReader:
         """Whether the app process has exited (this process was handed to another parent)."""
         return os.getppid() != self.parent_pid
 
+    def hung_up(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` without reading: True once the app closed its end of the pipe
+        (or is gone), whatever the pipe still holds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if any(revents & select.POLLHUP for _, revents in self._poll.poll(0)) or self.app_gone():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.1))
+
     def batches(self) -> Iterator[list[bytes | dict[str, Any]]]:
         while True:
             ready = self._poll.poll(_POLL_MS)
@@ -193,6 +212,40 @@ def _pump(
     return sender.settings.close_timeout_s
 
 
+def _open_sender(
+    config: SenderConfig, buffer: collections.deque[bytes], status: StatusBlock, reader: _PipeReader
+) -> Sender | None:
+    """The sender, once its spool opens; None if the app closed the pipe first (see the module
+    docstring). Exiting instead would lose what the app wrote to the pipe, at every restart."""
+    pause_s = 0.5
+    reported = ""
+    while True:
+        try:
+            sender = Sender(config, buffer, status)
+        except (SpoolError, OSError) as exc:
+            status[Slot.FAULT] = (exc.errno if isinstance(exc, OSError) else None) or errno.EIO
+            if str(exc) != reported:  # once per distinct reason, not once per try
+                reported = str(exc)
+                log.error(
+                    "feedbackloop sender: cannot open the spool under %s: %s; new events are refused "
+                    "until it opens (retrying)",
+                    config.spool_dir,
+                    exc,
+                )
+        else:
+            if reported:
+                log.warning("feedbackloop sender: the spool under %s is open now", config.spool_dir)
+            return sender
+        if reader.hung_up(pause_s):
+            log.error(
+                "feedbackloop sender: the app closed its pipe while the spool under %s could not be "
+                "opened; the events it held are lost",
+                config.spool_dir,
+            )
+            return None
+        pause_s = min(pause_s * 2, 10.0)
+
+
 def _on_signal(reader: _PipeReader) -> Any:
     def handler(signum: int, _frame: FrameType | None) -> None:
         # Once the app is gone, the reader finishes by itself (it looks every _POLL_MS). No
@@ -226,10 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root.setLevel(config.log_level)
     buffer: collections.deque[bytes] = collections.deque()
-    try:
-        sender = Sender(config, buffer, status)
-    except (SpoolError, OSError) as exc:
-        log.error("feedbackloop sender: cannot open the spool under %s: %s", config.spool_dir, exc)
+    sender = _open_sender(config, buffer, status, reader)
+    if sender is None:
         return 2
     status[Slot.STATE] = State.RUNNING
     messages.send({"kind": "ready", "spool_dir": str(sender.spool_dir), "pid": os.getpid()})

@@ -11,6 +11,15 @@ The sender process is started here, by the writer thread: ``PR_SET_PDEATHSIG`` f
 thread that started a process ends, and the writer lives exactly as long as its sender process.
 If that process dies (a bug, the OOM killer), the writer counts what went down with it as
 ``dropped``, logs it and starts another, which takes over the spool slot and its backlog.
+
+**Nothing is accepted that could not be kept.** :meth:`SenderProcess.put` reserves the frame's
+bytes against the spool's bound before it takes it: what the spool holds, plus every frame
+accepted and not yet settled (acknowledged, failed for good, or written to the spool), must fit
+``spool_max_bytes``, since if the broker failed now all of them would go to the spool. The
+sender process publishes its side of that sum in one shared-memory slot (``Slot.RELEASED``), so
+the check is two reads of shared memory and an addition, under the lock ``put`` takes anyway.
+It also refuses while the sender process reports a spool that cannot be written (``Slot.FAULT``)
+or keeps dying before it is ready.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import producers
 from infra.kafka import client_config
 from infra.process import die_with_parent
 from infra.settings import KafkaSettings, ProducerSettings
-from producers.errors import BufferFullError, ClientClosedError
+from producers.errors import BufferFullError, ClientClosedError, NotAcceptingError
 from producers.sender.ipc import (
     COUNTER_SLOTS,
     STATUS_BYTES,
@@ -48,6 +57,7 @@ from producers.sender.ipc import (
     split_messages,
 )
 from producers.sender.loop import Mode, SenderConfig
+from producers.sender.spool import SEGMENT_START
 
 log = logging.getLogger("producers.sdk")
 
@@ -57,6 +67,8 @@ _IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 10
 # hand-offs (a CPU-bound caller gives the GIL up only every sys.getswitchinterval(), 5 ms).
 _WRITER_LINGER_S: Final = 0.005
 _IDLE_WAIT_S: Final = 1.0
+_RELEASED: Final = int(Slot.RELEASED)
+_FAULT: Final = int(Slot.FAULT)
 
 
 def sender_config(kafka: KafkaSettings, producer: ProducerSettings) -> SenderConfig:
@@ -75,6 +87,7 @@ def sender_config(kafka: KafkaSettings, producer: ProducerSettings) -> SenderCon
         spool_max_bytes=producer.spool_max_bytes,
         spool_segment_bytes=producer.spool_segment_bytes,
         spool_fsync_interval_s=producer.spool_fsync_interval_s,
+        max_message_bytes=producer.max_message_bytes,
         log_level=logging.getLogger("producers").getEffectiveLevel(),
         parent_pid=os.getpid(),
     )
@@ -114,7 +127,9 @@ class SenderProcess:
 
     :meth:`put` and :meth:`put_many` are the hot path. Buffered frames (the pending list, the
     pipe and the sender's own buffer, ``buffered`` in :meth:`metrics`) are bounded by
-    ``max_buffered``; beyond it :class:`BufferFullError`.
+    ``max_buffered``; beyond it :class:`BufferFullError`. Record frames must also fit the spool
+    budget (see the module docstring); beyond it, or while the spool fails,
+    :class:`NotAcceptingError`.
     """
 
     #: After ``close(timeout_s)``, how much longer the sender process may take (start-up, spool
@@ -132,6 +147,13 @@ class SenderProcess:
         self._pending_bytes = 0
         self._taken = 0  # frames taken from _pending for the current sender process
         self._status = StatusBlock()  # the current sender process's (zeros before the first)
+        self._slots = self._status.slots  # the same, for the hot path
+        # Bytes of record frames accepted for the current sender process (see the module docstring).
+        self._claimed = 0
+        # The spool's bound less the segment headers it may need on the way.
+        self.budget = config.spool_max_bytes - SEGMENT_START * (
+            config.spool_max_bytes // config.spool_segment_bytes + 2
+        )
         self._consumed = 0  # its count of consumed frames, as last read (it only grows)
         self._restarts = 0  # sender processes that ended before close
         self._idle = False  # the writer waits for _wake
@@ -141,7 +163,8 @@ class SenderProcess:
         self._flush_id = 0
         self._base = dict.fromkeys(COUNTER_SLOTS, 0)  # counters of sender processes gone
         self.lost = 0  # frames that went down with a sender process (counted as dropped)
-        self.rejected = 0
+        self.rejected = 0  # BufferFullError
+        self.refused = 0  # NotAcceptingError
         self._deferred_close: float | None = None  # close(timeout) asked for where no lock may be taken
         # Writer-thread state.
         self._carry: list[bytes] = []  # taken, not yet (wholly) written: survives a restart
@@ -162,32 +185,72 @@ class SenderProcess:
     # -- the hot path (any thread) -----------------------------------------------------------------
 
     def put(self, frame: bytes) -> None:
-        """Accept one frame, or raise :class:`BufferFullError` / :class:`ClientClosedError`."""
+        """Accept one record frame, or raise :class:`BufferFullError`, :class:`NotAcceptingError`
+        or :class:`ClientClosedError` (then nothing of it is kept)."""
+        size = len(frame)
         with self._lock:
             if self._closing:
                 raise ClientClosedError(self._close_reason)
+            slots = self._slots
+            if slots[_FAULT] or self._failed_starts or self._claimed + size - slots[_RELEASED] > self.budget:
+                self._refuse(1, size)
             pending = self._pending
             # _consumed may be stale, never too high: read the shared memory only when near full.
             if len(pending) + self._taken - self._consumed >= self._max and self._full(1):
                 self._reject(1)
             pending.append(frame)
-            self._pending_bytes += len(frame)
+            self._pending_bytes += size
+            self._claimed += size
             idle, self._idle = self._idle, False
         if idle:
             self._wake.set()
 
     def put_many(self, frames: Sequence[bytes]) -> None:
-        """Accept all of ``frames`` or none."""
+        """Accept all of the record ``frames`` or none."""
+        size = sum(map(len, frames))
         with self._lock:
             if self._closing:
                 raise ClientClosedError(self._close_reason)
+            slots = self._slots
+            if slots[_FAULT] or self._failed_starts or self._claimed + size - slots[_RELEASED] > self.budget:
+                self._refuse(len(frames), size)
             if self._full(len(frames)):
                 self._reject(len(frames))
             self._pending.extend(frames)
-            self._pending_bytes += sum(map(len, frames))
+            self._pending_bytes += size
+            self._claimed += size
             idle, self._idle = self._idle, False
         if idle:
             self._wake.set()
+
+    def _refuse(self, count: int, size: int) -> None:
+        self.refused += count  # under _lock
+        raise NotAcceptingError(self._not_accepting_reason(size))
+
+    def _not_accepting_reason(self, size: int = 0) -> str:
+        """Why a frame of ``size`` bytes would be refused now ("" if it would not)."""
+        where = self._spool_dir or self.config.spool_dir
+        if fault := self._slots[_FAULT]:
+            return (
+                f"the spool under {where} cannot be written ({os.strerror(fault)}); events are "
+                "refused until a write succeeds again"
+            )
+        if self._failed_starts:
+            return "the sender process keeps exiting before it is ready (see the log); it is being restarted"
+        reserved = self._claimed - self._slots[_RELEASED]
+        if reserved + size > self.budget:
+            return (
+                f"the spool under {where} could not keep it if the broker failed now: {reserved} of "
+                f"{self.budget} bytes are spooled or on their way (producer.spool_max_bytes); "
+                f"this {size}-byte event does not fit"
+            )
+        return ""
+
+    def _use_status(self, status: StatusBlock) -> None:
+        """Follow a new sender process's status block (under _lock)."""
+        self._status = status
+        self._slots = status.slots
+        self._consumed = 0
 
     def _full(self, count: int) -> bool:
         self._consumed = self._status.consumed()  # under _lock
@@ -236,6 +299,23 @@ class SenderProcess:
         return self._failed_starts == 0
 
     @property
+    def reserved_bytes(self) -> int:
+        """Bytes held against the spool's bound: spooled, or accepted and not yet settled."""
+        return self._claimed - self._slots[_RELEASED]
+
+    @property
+    def fault(self) -> int:
+        """0, or the errno of why the sender process's spool takes no writes now."""
+        return int(self._slots[_FAULT])
+
+    def not_accepting_reason(self, size: int = 0) -> str:
+        """Why a record of ``size`` bytes would be refused now; "" when it would be accepted
+        (the buffer's bound aside)."""
+        if self._closing:
+            return self._close_reason
+        return self._not_accepting_reason(size)
+
+    @property
     def sender_pid(self) -> int | None:
         """The current sender process's id (None before it started or after it exited)."""
         child = self._child
@@ -265,6 +345,9 @@ class SenderProcess:
         out["dropped"] += lost
         out.update(
             rejected=rejected,
+            refused=self.refused,
+            reserved_bytes=self.reserved_bytes,
+            spool_fault=values[Slot.FAULT],
             buffered=pending + max(0, taken - values[Slot.RECORDS] - values[Slot.CONTROLS]),
             unwritten=unwritten,
             in_flight=values[Slot.IN_FLIGHT],
@@ -419,9 +502,10 @@ class SenderProcess:
             return None
         with self._lock:
             self._child = child
-            self._status = child.status
-            self._consumed = 0
+            self._use_status(child.status)
             self._taken = len(self._carry)
+            # What the new process will be handed: the carry, then the pending list.
+            self._claimed = sum(len(f) for f in (*self._carry, *self._pending) if not is_control(f))
         return child
 
     def _spawn(self) -> _Child:
@@ -510,8 +594,7 @@ class SenderProcess:
                 self._base[name] += values[slot]
             lost = max(0, self._taken - child.status.consumed() - len(self._carry))
             self.lost += lost
-            self._status = StatusBlock()
-            self._consumed = 0
+            self._use_status(StatusBlock())
             self._taken = len(self._carry)
             self._child = None
             self._restarts += 1

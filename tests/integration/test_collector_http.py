@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -392,3 +393,105 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
+
+
+def test_a_spool_folder_that_cannot_be_created_stops_the_start_naming_it(
+    module_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Before: the collector started, answered 202, and its sender process crash-looped (exit 2)."""
+    (tmp_path / "a-file").write_text("")
+    spool_dir = tmp_path / "a-file" / "spool"  # a real ENOTDIR from the kernel
+    environment = {
+        **os.environ,
+        "FEEDBACKLOOP_KAFKA__BOOTSTRAP_SERVERS": module_kafka.bootstrap_servers,
+        "FEEDBACKLOOP_PRODUCER__SPOOL_DIR": str(spool_dir),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "feedbackloop.cli", "collector", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert str(spool_dir) in result.stderr
+    assert "cannot be created or written" in result.stderr
+
+
+def test_an_event_just_under_one_mib_gets_413_naming_it(module_kafka: KafkaSettings, tmp_path: Path) -> None:
+    """Before: a body just under 1 MiB got 202, then librdkafka refused it (MSG_SIZE_TOO_LARGE): lost."""
+    server = start_collector(module_kafka, tmp_path / "collector", producer__field_caps__response="2000000")
+    try:
+        big, small = interaction(response="r" * 1_040_000), feedback("thumbs_up")
+        body = json.dumps([big, small]).encode()
+        assert len(body) < 1 << 20  # within the collector's body limit
+        with httpx.Client(timeout=60) as http:
+            response = http.post(f"{server.url}/v1/events", content=body)
+            assert response.status_code == 413, response.text
+            rejected = response.json()["rejected"]
+            assert [(r["index"], r["event_id"]) for r in rejected] == [(0, big["event_id"])]
+            assert "the limit is 1,000,000" in rejected[0]["errors"][0]["message"]
+    finally:
+        server.stop()
+    ids = wait_for_event_ids(module_kafka, topics.FEEDBACK, {small["event_id"]})
+    assert ids.count(small["event_id"]) == 1
+
+
+def test_four_clients_against_a_small_spool_lose_no_accepted_event(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Before, with the broker away and a 64 KiB spool: 360 events got 202, 46 were spooled and
+    314 dropped. Now every 202 is kept (and delivered once the broker answers); the rest get 503."""
+    dead = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    workdir = tmp_path / "collector"
+    offline = start_collector(
+        dead, workdir, producer__spool_max_bytes=str(1 << 16), producer__spool_segment_bytes=str(1 << 12)
+    )
+    kept: list[list[str]] = [[] for _ in range(4)]
+    statuses: list[int] = []
+
+    def poster(n: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            for i in range(30):
+                batch = [
+                    feedback("copy", copied_chars=i, comment="c" * 200, session_id=f"c{n}") for _ in range(3)
+                ]
+                response = http.post(f"{offline.url}/v1/events", json=batch)
+                statuses.append(response.status_code)
+                if response.status_code == 202:
+                    kept[n] += [e["event_id"] for e in batch]
+                else:
+                    assert response.status_code == 503, response.text
+                    assert response.headers["retry-after"] == "5"
+
+    try:
+        threads = [threading.Thread(target=poster, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert 503 in statuses
+        health = httpx.get(f"{offline.url}/healthz", timeout=10)
+        assert health.status_code == 503
+        assert "spool" in health.json()["reason"]
+    finally:
+        offline.stop()
+    wanted = {event_id for ids in kept for event_id in ids}
+    assert wanted
+    online = start_collector(kafka, workdir)
+    try:
+        ids = wait_for_event_ids(kafka, topics.FEEDBACK, wanted)
+    finally:
+        online.stop()
+    assert sorted(ids) == sorted(wanted)  # every accepted event, once; nothing refused got in
+
+
+def test_a_field_over_its_default_cap_gets_413_naming_it(local_only: Server, http: httpx.Client) -> None:
+    event = interaction(response="r" * 100_001)
+    response = http.post(f"{local_only.url}/v1/events", json=event)
+    assert response.status_code == 413
+    error = response.json()["rejected"][0]
+    assert (error["event_id"], error["errors"][0]["field"]) == (event["event_id"], "response")
+    assert "producer.field_caps.response" in error["errors"][0]["message"]

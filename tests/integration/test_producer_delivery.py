@@ -6,6 +6,8 @@ hide: ``event_id`` must be unique in the topic itself, not after some downstream
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import logging
 import os
@@ -26,7 +28,8 @@ from confluent_kafka import Consumer, TopicPartition
 from feedbackloop import localstack
 from infra.kafka import client_config
 from infra.settings import KafkaSettings, ProducerSettings, StackSettings
-from producers import FeedbackClient, InteractionRef
+from producers import FeedbackClient, InteractionRef, NotAcceptingError, sdk
+from producers.sender import process
 from producers.sender.spool import encode_record
 from schemas import topics
 
@@ -99,7 +102,8 @@ def test_ten_thousand_events_arrive_exactly_once(kafka: KafkaSettings, tmp_path:
         assert client.flush(timeout_s=120)
         metrics = client.metrics()
     assert metrics["sent"] == 10_000
-    assert metrics["failed"] == metrics["dropped"] == 0
+    assert metrics["failed"] == metrics["dropped"] == metrics["refused"] == 0
+    assert metrics["reserved_bytes"] == 0  # every accepted byte released once acknowledged
     interactions = read_topic(kafka, topics.INTERACTIONS)
     ids = [value["event_id"] for _, value in interactions + read_topic(kafka, topics.FEEDBACK)]
     assert len(ids) == 10_000
@@ -322,4 +326,76 @@ def test_sigkill_of_the_app_with_the_broker_up_delivers_all_it_recorded(
     received = read_topic(kafka, topics.INTERACTIONS)
     seqs = sorted(int(value["metadata"]["seq"]) for _, value in received)
     assert seqs == list(range(total)), "lost or duplicated events"
+    assert_in_order_per_session(received)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        lambda segments: {"segment": max(segments) + 3, "offset": 8},
+        lambda segments: {"segment": min(segments), "offset": -4},
+    ],
+    ids=["names-a-later-segment", "negative-offset"],
+)
+def test_a_bad_cursor_replays_the_spool_instead_of_skipping_or_wedging(
+    kafka: KafkaSettings, tmp_path: Path, cursor: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Measured before: a cursor naming a later segment silently skipped 8,153 spooled events; a
+    negative offset wedged the sender (~10 tracebacks a second, SIGKILLed after 34 s at close)."""
+    settings = ProducerSettings(
+        spool_dir=tmp_path / "spool", close_timeout_s=0.5, spool_segment_bytes=1 << 16
+    )
+    dead = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port()}"})
+    with FeedbackClient(dead, settings) as offline:
+        sent = [_record(offline, seq, sessions=7) for seq in range(1500)]
+    slot = tmp_path / "spool" / "slot-0"
+    segments = [int(p.stem) for p in slot.glob("*.seg")]
+    assert len(segments) > 2
+    (slot / "cursor.json").write_text(json.dumps(cursor(segments)))
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING), FeedbackClient(kafka, settings) as online:
+        assert online.flush(timeout_s=120)
+        assert online.accepting
+    assert time.monotonic() - started < 60
+    assert "spool cursor" in caplog.text
+    assert "unexpected error" not in caplog.text
+    received = read_topic(kafka, topics.INTERACTIONS)
+    assert sorted(value["event_id"] for _, value in received) == sorted(sent)
+
+
+def test_events_held_while_the_spool_fails_reach_the_broker_when_it_answers(
+    private_stack: StackSettings, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broker away and the spool failing (disk full): accepted events are held in memory, new ones
+    refused; once the broker answers, the held ones go to it directly, each once."""
+    fault = tmp_path / "disk-full"
+    build = process.sender_config
+    monkeypatch.setattr(
+        sdk,  # where FeedbackClient looks it up
+        "sender_config",
+        lambda k, p: dataclasses.replace(build(k, p), spool_fault_file=str(fault)),
+    )
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{private_stack.port}", topic_namespace=namespace)
+    fault.write_text("ENOSPC")
+    sent: list[str] = []
+    with FeedbackClient(kafka, ProducerSettings(spool_dir=tmp_path / "spool", close_timeout_s=30)) as client:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                sent.append(_record(client, len(sent), sessions=7))
+            except NotAcceptingError:
+                break
+            time.sleep(0.002)
+        assert client.metrics()["spool_fault"] == errno.ENOSPC
+        assert sent
+        localstack.up(private_stack, kafka)  # the broker answers; the disk is still full
+        wait_until(lambda: client.metrics()["sent"] == len(sent), timeout_s=120)
+        assert client.metrics()["spooled"] == 0
+        fault.unlink()
+        wait_until(lambda: client.accepting, timeout_s=30)
+        sent += [_record(client, len(sent) + i, sessions=7) for i in range(100)]
+        assert client.flush(60)
+        assert client.metrics()["dropped"] == 0
+    received = read_topic(kafka, topics.INTERACTIONS)
+    assert sorted(value["event_id"] for _, value in received) == sorted(sent)
     assert_in_order_per_session(received)

@@ -4,7 +4,10 @@ in, the spool or librdkafka out, its state in a status block."""
 from __future__ import annotations
 
 import collections
+import dataclasses
+import errno
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +98,64 @@ def test_a_fatal_producer_error_recreates_the_producer_without_loss(
     sender.notify()
     sender.close(0.2)
     assert [v["seq"] for v in spooled_values(sender.spool_dir)] == list(range(100))
+
+
+def test_records_the_spool_refuses_are_held_not_dropped(
+    config: SenderConfig, buffer: collections.deque[bytes], tmp_path: Path
+) -> None:
+    fault = tmp_path / "fault"
+    sender = Sender(dataclasses.replace(config, spool_fault_file=str(fault)), buffer)
+    sent = frames(0, 100)
+    buffer.extend(sent[:40])
+    sender.notify()
+    wait_for(lambda: sender.status[Slot.SPOOLED] == 40)
+    fault.write_text("ENOSPC")
+    buffer.extend(sent[40:])
+    sender.notify()
+    wait_for(lambda: sender.status[Slot.FAULT] == errno.ENOSPC)
+    time.sleep(0.3)
+    assert sender.status[Slot.DROPPED] == 0
+    assert sender.status[Slot.BUFFERED] == 60  # held, in order, at the front of the buffer
+    assert sender.status[Slot.RECORDS] == 40  # not handed on: the app still counts them buffered
+    fault.unlink()
+    wait_for(lambda: sender.status[Slot.SPOOLED] == 100)
+    assert sender.status[Slot.FAULT] == 0
+    assert sender.status[Slot.WRITE_ERRORS] >= 1
+    sender.close(0.2)
+    assert [v["seq"] for v in spooled_values(sender.spool_dir)] == list(range(100))
+    # What the app reserved for these frames is released: all that remains is the spool's size.
+    assert sender.status[Slot.RELEASED] == sum(map(len, sent)) - sender.status[Slot.SPOOL_BYTES]
+
+
+def test_what_the_spool_cannot_take_at_close_is_counted_as_dropped(
+    config: SenderConfig, buffer: collections.deque[bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fault = tmp_path / "fault"
+    sender = Sender(dataclasses.replace(config, spool_fault_file=str(fault)), buffer)
+    fault.write_text("EROFS")
+    buffer.extend(frames(0, 10))
+    sender.notify()
+    wait_for(lambda: sender.status[Slot.FAULT] == errno.EROFS)
+    sender.close(0.2)
+    assert sender.status[Slot.DROPPED] == 10
+    assert sender.status[Slot.RECORDS] == 10
+    assert "10 events lost at close" in caplog.text  # one line, with the total
+
+
+def test_a_round_that_keeps_failing_refuses_events_and_does_not_hold_up_close(
+    sender: Sender, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a bad cursor made every round raise: ~10 tracebacks a second, events still
+    accepted, and close() never returned (the process was SIGKILLed after 34 s)."""
+
+    def broken() -> bool:
+        raise ValueError("simulated: every round fails")
+
+    monkeypatch.setattr(sender, "_replay", broken)
+    wait_for(lambda: sender.status[Slot.FAULT] == errno.EIO)
+    time.sleep(1.0)
+    started = time.monotonic()
+    sender.close(0.5)
+    assert time.monotonic() - started < 5
+    tracebacks = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert 1 <= len(tracebacks) <= 2  # one, then suppressed (counted) for a few seconds
