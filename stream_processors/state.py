@@ -12,7 +12,7 @@ read. Its records are *held* instead: they settle once the session has been quie
 ``idle_advance_s`` of wall-clock time with every input read to its end (or for the settle delay in
 any case), and they expire only when, besides event time, ``retention_s`` of wall-clock time has
 passed since they were last touched. So a late session produces the outcomes it would have produced
-on time; only ``settled_at`` and ``amended`` may differ. Events further behind the watermark than
+on time; only ``settled_at`` and ``amended`` may differ. Events further behind the wall clock than
 ``late_horizon_s`` are dead letters (``too_late``); feedback or a regeneration claiming an
 interaction of another user or session is never joined (``ownership_mismatch``). The wall clock is
 passed in, never read.
@@ -222,13 +222,16 @@ class PartitionState:
             self.now_ms = now_ms
 
     def _too_late(self, created_ms: int) -> str | None:
-        behind = self.watermark_ms - created_ms
-        if self.watermark_ms <= 0 or behind <= self.late_horizon_ms:
+        # Measured against the wall clock, so a partition that has seen nothing yet refuses a forged
+        # far-past event as surely as a busy one (the watermark never runs ahead of the wall clock).
+        now = max(self.now_ms, self.watermark_ms)
+        behind = now - created_ms
+        if now <= 0 or behind <= self.late_horizon_ms:
             return None
         self.counters.too_late += 1
         return (
-            f"created_at {format_ms(created_ms)} is {behind / 3_600_000:.1f} h behind this partition's "
-            f"event time ({format_ms(self.watermark_ms)}), beyond the late horizon of "
+            f"created_at {format_ms(created_ms)} is {behind / 3_600_000:.1f} h behind the wall clock "
+            f"({format_ms(now)}), beyond the late horizon of "
             f"{self.late_horizon_ms / 3_600_000:g} h: raise FEEDBACKLOOP_PIPELINE__LATE_HORIZON_S and "
             "replay it (feedbackloop deadletters replay --reason too_late)"
         )
