@@ -1,4 +1,4 @@
-"""One interaction, one owner, in ClickHouse: an id reused in another session adds a row, never replaces one."""
+"""One interaction, one owner, in ClickHouse: an id reused in another session adds a row, replaces none."""
 
 from __future__ import annotations
 
