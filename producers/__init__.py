@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from producers.assignment import Assignment, Experiment, assign_variant
     from producers.client import DeliveryError, EventPublisher
-    from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
+    from producers.errors import (
+        BufferFullError,
+        ClientClosedError,
+        EventTimeError,
+        EventTooLargeError,
+        NotAcceptingError,
+    )
     from producers.impact import UserImpact, fetch_impact
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender.loop import Mode
@@ -32,6 +38,7 @@ _HOMES = {
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
     "ClientClosedError": "producers.errors",
+    "EventTimeError": "producers.errors",
     "EventTooLargeError": "producers.errors",
     "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
@@ -64,6 +71,7 @@ __all__ = [
     "ClientClosedError",
     "DeliveryError",
     "EventPublisher",
+    "EventTimeError",
     "EventTooLargeError",
     "Experiment",
     "FeedbackClient",
