@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from enum import StrEnum
+from pathlib import Path
 from types import FrameType
 
 from infra.groups import contributions_topic
@@ -33,12 +35,42 @@ class Stage(StrEnum):
     experiments = "experiments"
 
 
+class DataDirError(RuntimeError):
+    """The processors' state folder cannot be written by this process's user."""
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create the processors' state folder (``FEEDBACKLOOP_PIPELINE__DATA_DIR``) and prove this user
+    can write there; raise :class:`DataDirError` naming the setting otherwise.
+
+    Faust creates its folders in it (``mkdir`` without parents) when the app starts, deep inside
+    its start-up; failing here first turns a bare PermissionError into a fix the user can apply.
+    """
+    path = settings.pipeline.data_dir.absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise DataDirError(
+            f"the worker cannot write its state folder {path} ({exc.strerror or exc}) as uid {os.getuid()}: "
+            "set FEEDBACKLOOP_PIPELINE__DATA_DIR to a folder this user owns (in a container: a volume "
+            "owned by the image's user)"
+        ) from exc
+    return path
+
+
 def run_processor(settings: Settings, loglevel: str = "info") -> int:
     """Run the Faust processors until SIGINT/SIGTERM; return the exit code."""
     import faust
 
     from stream_processors.app import create_app
 
+    try:
+        prepare_data_dir(settings)
+    except DataDirError as exc:
+        log.error("%s", exc)
+        return 2
     # Subscribing to a topic that does not exist yet makes Faust ignore it for good; create ours first.
     ensure_topics(settings.kafka, [*public_topic_names(settings.kafka), contributions_topic(settings)])
     app, _pipeline = create_app(settings)
@@ -51,17 +83,39 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
 
 
 def run_sink(settings: Settings) -> int:
-    """Run the sink (its backend: ``sink.backend``) until SIGINT/SIGTERM; return the exit code."""
+    """Run the sink (its backend: ``sink.backend``) until SIGINT/SIGTERM; return the exit code.
+
+    A sink on embedded ClickHouse refuses to share its consumer group (``sinks.guard``): before it
+    starts, and while it runs. It then exits with ``SPLIT_EXIT_CODE``.
+    """
+    from sinks.guard import SPLIT_EXIT_CODE, SplitError, SplitWatch, check_alone
     from sinks.runner import Sink
 
+    try:
+        check_alone(settings)
+    except SplitError as exc:
+        log.error("%s", exc)
+        return SPLIT_EXIT_CODE
     sink = Sink(settings)
+    split: list[str] = []
+
+    def refuse(message: str) -> None:
+        split.append(message)
+        sink.stop()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         sink.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    sink.run()
+    watch = SplitWatch(settings, refuse).start()
+    try:
+        sink.run()
+    finally:
+        watch.stop()
+    if split:
+        log.error("%s", split[0])
+        return SPLIT_EXIT_CODE
     return 0
 
 

@@ -8,6 +8,8 @@ is retried until a deadline instead of failing the command, the demo or a test o
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -109,11 +111,84 @@ def call_with_retries(
             delay = min(delay * 2, 2.0)
 
 
+#: Where librdkafka's own log lines go (Python logging, like everything else we log).
+LIBRDKAFKA_LOGGER = "librdkafka"
+
+# A broker that cannot be reached *yet* -- starting, restarting, failing over, a container whose
+# name does not resolve until it runs -- is routine: librdkafka retries by itself, and what really
+# fails reaches the caller as an error or a failed delivery. These lines say nothing more.
+_TRANSIENT = re.compile(
+    r"connection refused|connect to .* failed|disconnected|brokers are down|broker transport failure"
+    r"|timed out|connection reset|receive failed|send failed|failed to resolve|name or service not known"
+    r"|coordinator load in progress|not coordinator|leader not available|retrying|purging",
+    re.IGNORECASE,
+)
+
+
+def librdkafka_transient(line: str) -> bool:
+    """Whether a librdkafka log line only says that a broker is not reachable right now."""
+    return _TRANSIENT.search(line) is not None
+
+
+class LibrdkafkaLog:
+    """librdkafka's log lines through Python logging (logger ``librdkafka``), at a sane level.
+
+    librdkafka's notices and transient connection failures (see :func:`librdkafka_transient`) go
+    to DEBUG: a client created while the broker starts would otherwise print a line every 50 ms.
+    A broker that stays unreachable is still said, at WARNING, once it has been so for
+    ``outage_warn_s`` seconds, and then at most once per ``outage_warn_s``. Warnings and errors of
+    any other kind keep their level. confluent-kafka calls :meth:`log` (config key ``logger``).
+    """
+
+    def __init__(self, outage_warn_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logging.getLogger(LIBRDKAFKA_LOGGER)
+        self.outage_warn_s = outage_warn_s
+        self._clock = clock
+        self._outage_since: float | None = None
+        self._last_failure = 0.0
+        self._last_warning: float | None = None
+        self._suppressed = 0
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        """Log one librdkafka line (``msg % args``, args = facility, client name, text)."""
+        text = str(args[-1]) if args else msg
+        if level >= logging.WARNING and librdkafka_transient(text):
+            self._transient(msg, args)
+            return
+        self.logger.log(logging.DEBUG if level < logging.WARNING else level, msg, *args)
+
+    def _transient(self, msg: str, args: tuple[Any, ...]) -> None:
+        now = self._clock()
+        # A quiet spell longer than librdkafka's longest reconnect backoff (10 s) ends an outage.
+        if self._outage_since is None or now - self._last_failure > max(self.outage_warn_s, 10.0):
+            self._outage_since, self._last_warning, self._suppressed = now, None, 0
+        self._last_failure = now
+        lasted = now - self._outage_since
+        due = self._last_warning is None or now - self._last_warning >= self.outage_warn_s
+        if lasted >= self.outage_warn_s and due:
+            self._last_warning = now
+            self.logger.warning(
+                "no connection to Kafka for %.0f s (%d similar lines since the last report); "
+                "the client keeps retrying. Last: " + msg,
+                lasted,
+                self._suppressed,
+                *args,
+            )
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+            self.logger.debug(msg, *args)
+
+
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
-    """librdkafka configuration for ``kafka``, with ``extra`` keys on top."""
+    """librdkafka configuration for ``kafka``, with ``extra`` keys on top.
+
+    librdkafka logs through Python logging (:class:`LibrdkafkaLog`) unless ``extra`` has a ``logger``.
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
+        "logger": LibrdkafkaLog(),
     }
     if kafka.sasl_mechanism:
         config["sasl.mechanism"] = kafka.sasl_mechanism

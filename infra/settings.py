@@ -162,6 +162,11 @@ class PipelineSettings(BaseModel):
     )
     fetch_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Per-partition fetch size.")
     web_port: int = Field(6066, ge=0)
+    data_dir: Path = Field(
+        DEFAULT_HOME / "faust",
+        description="The processors' state folder (Faust's datadir; one subfolder per app id). The worker's "
+        "user must be able to write there: in a container, put it on a volume that user owns.",
+    )
     sink_stats_file: Path | None = Field(
         None, description="Where the sink writes its counters and latency percentiles (JSON), if anywhere."
     )

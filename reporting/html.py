@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped]  # plotly ships no type hints
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 
-from reporting.model import Issue, Report
+from reporting.model import Issue, Report, describe_pattern
 
 Row = dict[str, Any]
 
@@ -146,11 +146,14 @@ def _issue(issue: Issue) -> str:
             f"issue-{issue.rank}-segments",
         )
     patterns = ""
+    if not issue.patterns and issue.evidence:
+        patterns = f"<p class='muted' id='issue-{issue.rank}-no-evidence'>{_e(issue.no_evidence)}</p>"
     if issue.patterns:
-        patterns = "<h3>Edit patterns behind it</h3>" + _table(
+        patterns = f"<h3>{_e(issue.evidence or 'Edit patterns behind it')}</h3>" + _table(
             ["what", "original", "corrected", "edits"],
             (
-                f"<td>{_e(_what(p))}</td><td>{_e(p.get('example_original') or p.get('example') or '')}</td>"
+                f"<td>{_e(describe_pattern(p))}</td>"
+                f"<td>{_e(p.get('example_original') or p.get('example') or '')}</td>"
                 f"<td>{_e(p.get('example_corrected') or '')}</td>"
                 + _cell(
                     "",
@@ -179,18 +182,6 @@ def _issue(issue: Issue) -> str:
         + patterns
         + "</div>"
     )
-
-
-def _what(p: Row) -> str:
-    if "position" in p and "unit" in p and "kind" not in p:
-        return f"delete {p['position']} {p['unit']}"
-    kind = p.get("kind", "replace")
-    where = f" ({p['position']} {p['unit']})" if "position" in p else ""
-    if kind == "delete":
-        return f"delete{where}: {p.get('original_fragment', '')}"
-    if kind == "insert":
-        return f"insert{where}: {p.get('corrected_fragment', '')}"
-    return f"{kind}{where}: {p.get('original_fragment', '')} → {p.get('corrected_fragment', '')}"
 
 
 def _rates_table(report: Report) -> str:

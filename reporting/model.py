@@ -12,8 +12,10 @@ common edit patterns, consistent deletions, large edits and thumbs-down. Each ha
 (the interactions or edits it touches this week) and a *severity* (the weight of what users did:
 by default a regeneration or a large edit weighs 3, a thumbs-down 2, a medium edit 1.5, a small
 edit 1; an edit pattern weighs the mean of its edits' sizes). The score is frequency × severity;
-the top ``insights.top_issues`` are shown, each with the segments (input categories) and edit
-patterns behind it, and a caveat when the per-interaction and per-user-capped rates disagree.
+the top ``insights.top_issues`` are shown, each with the segments (input categories) and the edits
+that belong to it (:func:`evidence_of`: the edits of its regenerated or thumbs-down responses, the
+operations of its large edits, the pattern or deletion itself -- never the version's top patterns
+in general), and a caveat when the per-interaction and per-user-capped rates disagree.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ class Issue:
     segments: list[Row] = field(default_factory=list)
     patterns: list[Row] = field(default_factory=list)
     rank: int = 0
+    #: Input categories that are issues of their own (a version's regenerations minus its spikes).
+    excluded_categories: tuple[str, ...] = ()
+    #: What ``patterns`` are: the edits that belong to this issue (see :func:`evidence_of`).
+    evidence: str = ""
+
+    @property
+    def no_evidence(self) -> str:
+        """What to say when no edit belongs to this issue."""
+        return f"{self.evidence}: none this week — no edit belongs to this issue."
 
     @property
     def score(self) -> float:
@@ -275,6 +286,7 @@ def candidate_issues(
                     prompt_version=version,
                     frequency=rest,
                     severity=rules.severity_regeneration,
+                    excluded_categories=tuple(str(s["input_category"]) for s in flagged.get(version, [])),
                 )
             )
         if row["thumbs_down"] > min_edits:
@@ -337,6 +349,43 @@ def rank_issues(issues: list[Issue], top: int) -> list[Issue]:
     return sorted(issues, key=lambda i: (-i.score, -i.frequency, i.title))[:top]
 
 
+def evidence_of(issue: Issue, database: str) -> tuple[str, str | None, dict[str, Any]]:
+    """What belongs to ``issue`` among the week's edit operations: a label, an SQL condition over
+    edit_operation_rows (None: the issue's own pattern is its evidence) and its parameters."""
+    regenerated = q.outcome_condition(database, "regenerated")
+    excluded: dict[str, Any] = {"excluded": list(issue.excluded_categories)}
+    without = (
+        " AND NOT has(%(excluded)s, ifNull(input_category, '(none)'))" if issue.excluded_categories else ""
+    )
+    if issue.kind == "regenerations":
+        others = " (other inputs)" if issue.excluded_categories else ""
+        return f"Edits of the regenerated responses{others}", regenerated + without, excluded
+    if issue.kind == "segment":
+        return f"Edits of the regenerated '{issue.category}' responses", regenerated, {}
+    if issue.kind == "thumbs_down":
+        return "Edits of the thumbs-down responses", q.outcome_condition(database, "thumbs_down"), {}
+    if issue.kind == "large_edits":
+        return "Operations in the large edits", "edit_size = 'large'", {}
+    if issue.kind == "deletion":
+        p = issue.patterns[0]
+        condition = "kind = 'delete' AND position = %(position)s AND unit = %(unit)s"
+        return "The deletions", condition, {"position": p["position"], "unit": p["unit"]}
+    return "The edit pattern", None, {}
+
+
+def describe_pattern(p: Row) -> str:
+    """An edit pattern or deletion row in words, e.g. ``replace (start sentence): here → hi``."""
+    if "position" in p and "unit" in p and "kind" not in p:
+        return f"delete {p['position']} {p['unit']}"
+    kind = p.get("kind", "replace")
+    where = f" ({p['position']} {p['unit']})" if "position" in p else ""
+    if kind == "delete":
+        return f"delete{where}: {p.get('original_fragment', '')}"
+    if kind == "insert":
+        return f"insert{where}: {p.get('corrected_fragment', '')}"
+    return f"{kind}{where}: {p.get('original_fragment', '')} → {p.get('corrected_fragment', '')}"
+
+
 def _with_evidence(
     client: Client,
     database: str,
@@ -348,6 +397,7 @@ def _with_evidence(
     rank: int,
 ) -> Issue:
     version, category = issue.prompt_version, issue.category
+    label, condition, parameters = evidence_of(issue, database)
     if issue.kind == "edit_pattern":
         p = issue.patterns[0]
         segments = q.segments_of_operation(
@@ -361,18 +411,11 @@ def _with_evidence(
         )
         patterns = issue.patterns
     elif issue.kind == "deletion":
-        p = issue.patterns[0]
-        segments = q.segments_of_operation(
-            client,
-            database,
-            start,
-            end,
-            version,
-            "kind = 'delete' AND position = %(position)s AND unit = %(unit)s",
-            {"position": p["position"], "unit": p["unit"]},
+        assert condition is not None
+        segments = q.segments_of_operation(client, database, start, end, version, condition, parameters)
+        patterns = q.patterns_behind(
+            client, database, start, end, version, condition=condition, parameters=parameters
         )
-        patterns = q.patterns_behind(client, database, start, end, version)
-        patterns = [r for r in patterns if r["kind"] == "delete"] or patterns
     else:
         metric = {"thumbs_down": "thumbs_down", "large_edits": "large_edits"}.get(issue.kind, "regenerations")
         segments = [
@@ -380,10 +423,13 @@ def _with_evidence(
             for r in q.category_rates(client, database, start, end)
             if r["prompt_version"] == version
             and (category is None or r["input_category"] == category)
+            and r["input_category"] not in issue.excluded_categories
             and metric in r
         ]
         segments.sort(key=lambda r: -int(r[metric]))
-        patterns = q.patterns_behind(client, database, start, end, version, category)
+        patterns = q.patterns_behind(
+            client, database, start, end, version, category, condition=condition, parameters=parameters
+        )
     caveat = None
     metric_of = {"regenerations": "regeneration_rate", "segment": "regeneration_rate"}
     for d in disagreements:
@@ -403,6 +449,8 @@ def _with_evidence(
         segments=segments,
         patterns=patterns,
         rank=rank,
+        excluded_categories=issue.excluded_categories,
+        evidence=label,
     )
 
 
@@ -411,6 +459,8 @@ __all__ = [
     "Issue",
     "Report",
     "build_report",
+    "describe_pattern",
+    "evidence_of",
     "rank_issues",
     "week_range",
 ]

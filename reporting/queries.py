@@ -198,9 +198,16 @@ def patterns_behind(
     prompt_version: str,
     category: str | None = None,
     limit: int = 3,
+    *,
+    condition: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> list[Row]:
-    """The most frequent non-trivial edit operations of a version (and category) in the range."""
+    """The most frequent non-trivial edit operations of a version (and category) in the range;
+    ``condition`` (SQL over edit_operation_rows columns, with ``parameters``) narrows them to the
+    edits an issue is about."""
     where = "" if category is None else " AND ifNull(input_category, '(none)') = %(category)s"
+    if condition:
+        where += f" AND ({condition})"
     return rows(
         client,
         "SELECT kind, position, unit, original_norm AS original_fragment, "  # noqa: S608
@@ -211,7 +218,25 @@ def patterns_behind(
         "AND created_at >= %(start)s AND created_at < %(end)s AND original_norm != corrected_norm"
         f"{where} GROUP BY kind, position, unit, original_fragment, corrected_fragment "
         "ORDER BY frequency DESC, distinct_users DESC, original_fragment LIMIT %(limit)s",
-        {"version": prompt_version, "start": start, "end": end, "category": category, "limit": limit},
+        {
+            "version": prompt_version,
+            "start": start,
+            "end": end,
+            "category": category,
+            "limit": limit,
+            **(parameters or {}),
+        },
+    )
+
+
+def outcome_condition(database: str, flag: str) -> str:
+    """An edit_operation_rows condition: the edit is of an interaction whose outcome has ``flag``
+    (a Bool column of interaction_outcomes, e.g. ``regenerated``), of the same prompt version."""
+    if not flag.isidentifier():
+        raise ValueError(f"not a column name: {flag!r}")
+    return (
+        f"interaction_id IN (SELECT interaction_id FROM {database}.interaction_outcomes FINAL "  # noqa: S608
+        f"WHERE prompt_version = %(version)s AND {flag})"
     )
 
 

@@ -1,4 +1,9 @@
-"""The weekly report in a terminal: rich tables of the issues and the numbers behind them."""
+"""The weekly report in a terminal: rich tables of the issues and the numbers behind them.
+
+Every table fits the terminal: a column is never narrower than its longest word (header or cell),
+so no header is cut to "intera…"; when the columns cannot all fit side by side, the table is
+split into parts that repeat its first column.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from reporting.model import Report
+from reporting.model import Issue, Report, describe_pattern
 
 
 def _pct(value: float | None) -> str:
@@ -19,11 +25,66 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def _table(title: str, *columns: str) -> Table:
-    table = Table(*columns, title=title, box=box.SIMPLE_HEAVY, title_justify="left", title_style="bold")
-    for column in table.columns[1:]:
-        column.justify = "right"
-    return table
+class _Rows:
+    """A table's title, headers and rows, printed as one rich table or, when too wide, several."""
+
+    def __init__(self, title: str, *headers: str, left: tuple[int, ...] = (0,)) -> None:
+        self.title = title
+        self.headers = headers
+        self.left = left
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        """Add a row (rich markup allowed)."""
+        self.rows.append(cells)
+
+    def min_widths(self) -> list[int]:
+        """Each column's narrowest width that cuts no word."""
+        widths = []
+        for index, header in enumerate(self.headers):
+            texts = [header, *(Text.from_markup(row[index]).plain for row in self.rows)]
+            widths.append(max(len(word) for text in texts for word in text.split() or [""]))
+        return widths
+
+    def parts(self, width: int) -> list[list[int]]:
+        """Column indexes of each part: all in one if they fit in ``width``, else the first column
+        and as many more as fit, part after part."""
+        widths = self.min_widths()
+
+        def need(columns: list[int]) -> int:
+            return sum(widths[c] + 3 for c in columns) + 1  # padding and the space between columns
+
+        everything = list(range(len(self.headers)))
+        if need(everything) <= width:
+            return [everything]
+        parts: list[list[int]] = []
+        for column in everything[1:]:
+            if parts and need([*parts[-1], column]) <= width:
+                parts[-1].append(column)
+            else:
+                parts.append([0, column])
+        return parts
+
+    def print(self, console: Console) -> None:
+        """Print the part tables."""
+        widths = self.min_widths()
+        parts = self.parts(console.width)
+        for number, columns in enumerate(parts):
+            title = self.title if number == 0 else f"{self.title} (continued)"
+            table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", title_style="bold")
+            for column in columns:
+                table.add_column(
+                    self.headers[column],
+                    justify="left" if column in self.left else "right",
+                    min_width=widths[column],
+                )
+            for row in self.rows:
+                table.add_row(*(row[c] for c in columns))
+            console.print(table)
+
+
+def _table(title: str, *columns: str, left: tuple[int, ...] = (0,)) -> _Rows:
+    return _Rows(title, *columns, left=left)
 
 
 def render_terminal(report: Report, console: Console) -> None:
@@ -57,7 +118,7 @@ def render_terminal(report: Report, console: Console) -> None:
             _num(r["avg_edit_distance"]),
             "–" if ttfc is None else f"{ttfc / 1000:.1f} s",
         )
-    console.print(rates)
+    rates.print(console)
 
     flagged = [r for r in report.spikes if r["flagged"] or r["flagged_capped"]]
     if flagged:
@@ -90,7 +151,7 @@ def render_terminal(report: Report, console: Console) -> None:
                 _pct(r["regeneration_rate_capped"]),
                 flags,
             )
-        console.print(spikes)
+        spikes.print(console)
 
     if report.common_edits:
         edits = _table("Common edits", "version", "original → corrected", "edits", "users")
@@ -101,7 +162,7 @@ def render_terminal(report: Report, console: Console) -> None:
                 f"{r['frequency']:,}",
                 f"{r['distinct_users']:,}",
             )
-        console.print(edits)
+        edits.print(console)
     if report.deletions:
         deletions = _table("Consistent deletions", "version", "what", "edits", "share", "capped share")
         for r in report.deletions:
@@ -112,7 +173,7 @@ def render_terminal(report: Report, console: Console) -> None:
                 _pct(r["share"]),
                 _pct(r["share_capped"]),
             )
-        console.print(deletions)
+        deletions.print(console)
     if report.edit_size_mix:
         mix = _table("Edit size mix", "version", "edits", "small", "medium", "large")
         for r in report.edit_size_mix:
@@ -123,7 +184,7 @@ def render_terminal(report: Report, console: Console) -> None:
                 _pct(r["medium_share"]),
                 _pct(r["large_share"]),
             )
-        console.print(mix)
+        mix.print(console)
     if report.disagreements:
         guard = _table(
             "Per-interaction and capped rates disagree",
@@ -136,7 +197,7 @@ def render_terminal(report: Report, console: Console) -> None:
             guard.add_row(
                 f"{d.prompt_version} / {d.category or 'all'}", d.metric, _pct(d.rate), _pct(d.capped)
             )
-        console.print(guard)
+        guard.print(console)
     if report.changelog:
         log = _table("Prompt changelog", "version", "change", "informed by", "regeneration", "vs. parent")
         for r in report.changelog:
@@ -148,7 +209,7 @@ def render_terminal(report: Report, console: Console) -> None:
                 _pct(r["regeneration_rate"]),
                 "–" if change is None else f"{change * 100:+.1f} pts",
             )
-        console.print(log)
+        log.print(console)
     if report.experiments:
         decisions: dict[str, Any] = {
             str(d.get("experiment_id")): d for d in report.experiment_decisions or []
@@ -165,22 +226,38 @@ def render_terminal(report: Report, console: Console) -> None:
                 _pct(r["correction_rate"]),
                 str(decision.get("action")) if decision else "no decision recorded",
             )
-        console.print(runs)
+        runs.print(console)
+
+
+def _evidence_line(issue: Issue) -> str:
+    if not issue.evidence:
+        return ""
+    if not issue.patterns:
+        return f"\n[dim]{issue.no_evidence}[/dim]"
+    top = issue.patterns[0]
+    count = top.get("frequency", top.get("deleting_edits"))
+    more = f" and {len(issue.patterns) - 1} more" if len(issue.patterns) > 1 else ""
+    return f"\n[dim]{issue.evidence}: {describe_pattern(top)} ({count:,} edits){more}[/dim]"
 
 
 def print_issues(report: Report, console: Console) -> None:
-    """Print only the ranked issues (what ``make demo`` ends with)."""
-    table = _table(f"Top issues, {report.week_label}", "#", "issue", "frequency", "severity", "score")
-    table.columns[1].justify = "left"
+    """Print only the ranked issues (what ``make demo`` ends with), each with the edits behind it."""
+    table = _table(
+        f"Top issues, {report.week_label}", "#", "issue", "frequency", "severity", "score", left=(1,)
+    )
     for issue in report.issues:
         text = issue.title + (f"\n[yellow]⚠ {issue.caveat}[/yellow]" if issue.caveat else "")
         table.add_row(
-            str(issue.rank), text, f"{issue.frequency:,}", f"{issue.severity:.1f}", f"{issue.score:,.0f}"
+            str(issue.rank),
+            text + _evidence_line(issue),
+            f"{issue.frequency:,}",
+            f"{issue.severity:.1f}",
+            f"{issue.score:,.0f}",
         )
     if not report.issues:
         console.print("No issue passed the thresholds this week.")
     else:
-        console.print(table)
+        table.print(console)
 
 
 def print_report(report: Report, console: Console, *, issues_only: bool = False) -> None:

@@ -406,6 +406,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         web_enabled=False,
         web_port=pipeline_cfg.web_port,
         web_host="127.0.0.1",
+        datadir=settings.pipeline.data_dir / app_id(settings),
     )
     output = OutputProducer(settings.kafka)
     pipeline = Pipeline(settings, names, output)

@@ -34,11 +34,12 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import re
 import struct
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -100,8 +101,11 @@ class SenderConfig:
     spool_fault_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (secrets included: send them only down a private pipe)."""
-        return asdict(self)
+        """JSON-ready values (secrets included: send them only down a private pipe). A ``logger``
+        in ``kafka_config`` stays behind: the sender process logs librdkafka its own way."""
+        values = asdict(replace(self, kafka_config={}))
+        values["kafka_config"] = {k: v for k, v in self.kafka_config.items() if k != "logger"}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SenderConfig:
@@ -131,13 +135,28 @@ class _Pending:
         self.state = _State.PENDING
 
 
+# The same lines as infra.kafka.librdkafka_transient (a test keeps the two alike); this process
+# does not import infra, to start lean.
+_TRANSIENT = re.compile(
+    r"connection refused|connect to .* failed|disconnected|brokers are down|broker transport failure"
+    r"|timed out|connection reset|receive failed|send failed|failed to resolve|name or service not known"
+    r"|coordinator load in progress|not coordinator|leader not available|retrying|purging",
+    re.IGNORECASE,
+)
+
+
 class _LibrdkafkaLog:
     """librdkafka's log lines, capped at WARNING: a refused connect during an outage is not an
-    error of the app (real failures arrive as delivery reports and are logged as errors)."""
+    error of the app (real failures arrive as delivery reports and are logged as errors). Lines
+    that only say the broker is unreachable right now go to DEBUG: the sender says "broker
+    unwell, spooling" once for the outage, where librdkafka would say it every second."""
 
     _logger = logging.getLogger("producers.librdkafka")
 
     def log(self, level: int, msg: str, *args: Any) -> None:
+        text = str(args[-1]) if args else msg
+        if level < logging.WARNING or _TRANSIENT.search(text):
+            level = logging.DEBUG
         self._logger.log(min(level, logging.WARNING), msg, *args)
 
 
