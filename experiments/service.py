@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from experiments.evaluator import Emission, Evaluator, EvaluatorConfig
+from experiments.config import EvaluatorConfig
+from experiments.evaluator import Emission, Evaluator
 from experiments.store import (
     ExperimentTopics,
     ensure_experiment_topics,

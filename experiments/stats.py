@@ -10,7 +10,7 @@ Unit of analysis
 
         Var(R) ~= sum_i (y_i - R n_i)^2 / N^2 * U / (U - 1)
 
-    (Deng, Knoblich & Lu, "Applying the Delta Method in Metric Analytics", KDD 2018; Deng, Lu & Litz,
+    (Deng, Knoblich & Lu, "Applying the Delta Method in OutcomeMetric Analytics", KDD 2018; Deng, Lu & Litz,
     "Trustworthy Analysis of Online A/B Tests", WSDM 2017). It needs only ``U, N, Y`` and the sums of
     ``n^2, y^2, n*y`` over users, which :class:`UserRatioStats` keeps exactly while users keep arriving.
 
@@ -32,20 +32,19 @@ Anytime validity
     Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences", 2021/2024): the
     methods behind Optimizely's Stats Engine (mSPRT) and Eppo's sequential analysis (asymptotic CS).
 
-Sample-ratio mismatch
-    Pearson's chi-square goodness-of-fit test on user counts per arm (Fabijan et al., "Diagnosing Sample
-    Ratio Mismatch in Online Controlled Experiments", KDD 2019), with the chi-square survival function
-    computed here from the regularized incomplete gamma function (scipy is not a dependency).
+The sample-ratio check is in :mod:`experiments.srm`, the CUPED adjustment in :mod:`experiments.cuped`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from functools import lru_cache
 from statistics import NormalDist
 from typing import TYPE_CHECKING
+
+from schemas.experiments import OutcomeMetric
 
 if TYPE_CHECKING:
     from schemas.derived import InteractionOutcome
@@ -53,33 +52,18 @@ if TYPE_CHECKING:
 _NORMAL = NormalDist()
 
 
-class Metric(StrEnum):
-    """The outcome metrics an experiment or a regression alert can watch. All are lower-is-better."""
-
-    REGENERATION_RATE = "regeneration_rate"
-    CORRECTION_RATE = "correction_rate"
-    ABANDONMENT_RATE = "abandonment_rate"
-    EDIT_DISTANCE = "edit_distance_norm"
-    RESPONSE_TIME = "response_time_ms"
-
-    @property
-    def is_rate(self) -> bool:
-        """True for the 0/1 metrics (a share of interactions), False for means of a measured value."""
-        return self not in (Metric.EDIT_DISTANCE, Metric.RESPONSE_TIME)
-
-
-def outcome_values(outcome: InteractionOutcome) -> dict[Metric, float | None]:
+def outcome_values(outcome: InteractionOutcome) -> dict[OutcomeMetric, float | None]:
     """The value each metric takes for one interaction outcome; ``None`` where the metric does not apply.
 
     Edit distance is only defined for edited interactions, so it is ``None`` for the others and the
     mean edit distance is a mean over edited interactions only.
     """
     return {
-        Metric.REGENERATION_RATE: float(outcome.regenerated),
-        Metric.CORRECTION_RATE: float(outcome.corrected),
-        Metric.ABANDONMENT_RATE: float(outcome.abandoned),
-        Metric.EDIT_DISTANCE: outcome.edit_distance_norm if outcome.edited else None,
-        Metric.RESPONSE_TIME: float(outcome.response_time_ms),
+        OutcomeMetric.REGENERATION_RATE: float(outcome.regenerated),
+        OutcomeMetric.CORRECTION_RATE: float(outcome.corrected),
+        OutcomeMetric.ABANDONMENT_RATE: float(outcome.abandoned),
+        OutcomeMetric.EDIT_DISTANCE: outcome.edit_distance_norm if outcome.edited else None,
+        OutcomeMetric.RESPONSE_TIME: float(outcome.response_time_ms),
     }
 
 
@@ -93,6 +77,12 @@ class RatioMoments:
 
     ``users`` counts users with ``n_i > 0``; ``n``/``y`` are the totals; ``nn``, ``yy``, ``ny`` are the sums
     over users of ``n_i^2``, ``y_i^2`` and ``n_i * y_i`` (per-user totals, not per-interaction values).
+
+    The other sums carry each user's pre-experiment value ``c_i`` of the metric (``h_i = 1`` when the
+    user has one, else ``c_i = h_i = 0``) for the CUPED adjustment (:mod:`experiments.cuped`): ``nc`` and
+    ``nh`` are the sums of ``n_i c_i`` and ``n_i h_i``, ``nnc``, ``nncc``, ``nnh`` those of ``n_i^2 c_i``,
+    ``n_i^2 c_i^2``, ``n_i^2 h_i``, and ``nyc``, ``nyh`` those of ``n_i y_i c_i``, ``n_i y_i h_i``. They are
+    all 0 when no user has a pre-experiment value.
     """
 
     users: int = 0
@@ -101,38 +91,51 @@ class RatioMoments:
     nn: float = 0.0
     yy: float = 0.0
     ny: float = 0.0
+    nc: float = 0.0
+    nh: float = 0.0
+    nnc: float = 0.0
+    nncc: float = 0.0
+    nnh: float = 0.0
+    nyc: float = 0.0
+    nyh: float = 0.0
 
     @classmethod
-    def from_user_totals(cls, totals: Iterable[tuple[float, float]]) -> RatioMoments:
-        """Moments of users given as ``(n_i, y_i)`` pairs; users with ``n_i <= 0`` are skipped."""
-        users, n, y, nn, yy, ny = 0, 0.0, 0.0, 0.0, 0.0, 0.0
-        for n_i, y_i in totals:
+    def from_user_totals(
+        cls, totals: Iterable[tuple[float, float]] | Iterable[tuple[float, float, float | None]]
+    ) -> RatioMoments:
+        """Moments of users given as ``(n_i, y_i)`` or ``(n_i, y_i, c_i)`` (``c_i`` the pre-experiment value,
+        ``None`` when unknown); users with ``n_i <= 0`` are skipped."""
+        sums = [0.0] * 12
+        users = 0
+        for row in totals:
+            n_i, y_i = row[0], row[1]
             if n_i <= 0:
                 continue
             users += 1
-            n += n_i
-            y += y_i
-            nn += n_i * n_i
-            yy += y_i * y_i
-            ny += n_i * y_i
-        return cls(users, n, y, nn, yy, ny)
+            covariate = row[2] if len(row) > 2 else None
+            for k, term in enumerate(_user_terms(n_i, y_i, covariate)):
+                sums[k] += term
+        return cls(users, *sums)
 
     def __add__(self, other: RatioMoments) -> RatioMoments:
         """Pool two *disjoint* sets of users (e.g. shards keyed by user). For overlapping users merge
         :class:`UserRatioStats` instead, which knows who is who."""
+        o = other
         return RatioMoments(
-            self.users + other.users,
-            self.n + other.n,
-            self.y + other.y,
-            self.nn + other.nn,
-            self.yy + other.yy,
-            self.ny + other.ny,
-        )
+            self.users + o.users, self.n + o.n, self.y + o.y, self.nn + o.nn, self.yy + o.yy,
+            self.ny + o.ny, self.nc + o.nc, self.nh + o.nh, self.nnc + o.nnc, self.nncc + o.nncc,
+            self.nnh + o.nnh, self.nyc + o.nyc, self.nyh + o.nyh,
+        )  # fmt: skip
 
     @property
     def mean(self) -> float:
         """``sum(y) / sum(n)``: the metric's rate or mean; NaN when there is no data."""
         return self.y / self.n if self.n > 0 else math.nan
+
+    @property
+    def has_covariate(self) -> bool:
+        """Whether any user carries a pre-experiment value."""
+        return self.nh > 0
 
     def variance_of_mean(self, at: float | None = None) -> float:
         """Delta-method variance of :attr:`mean` with users as independent units.
@@ -148,49 +151,67 @@ class RatioMoments:
         return residual_ss / (self.n * self.n) * self.users / (self.users - 1)
 
 
+#: The summed fields of :class:`RatioMoments`, in order (all but ``users``).
+_SUM_FIELDS = ("n", "y", "nn", "yy", "ny", "nc", "nh", "nnc", "nncc", "nnh", "nyc", "nyh")
+
+
+def _user_terms(n: float, y: float, covariate: float | None) -> tuple[float, ...]:
+    """One user's contribution to each of :data:`_SUM_FIELDS`."""
+    c, h = (covariate, 1.0) if covariate is not None else (0.0, 0.0)
+    nn = n * n
+    return (n, y, nn, y * y, n * y, n * c, n * h, nn * c, nn * c * c, nn * h, n * y * c, n * y * h)
+
+
 class UserRatioStats:
     """Incrementally maintained :class:`RatioMoments` of one metric, from ``(user_id, value)`` observations.
 
     A user keeps contributing interactions over time, which changes their ``n_i``/``y_i`` and therefore
     the squared sums; we keep each user's totals and adjust the running sums by the difference, so every
     update is O(1) and :meth:`moments` is exact at any time. Memory is one entry per user.
+
+    A user's pre-experiment value (the CUPED covariate) is fixed when they first appear: later ``covariate``
+    arguments for a user already present are ignored.
     """
 
     __slots__ = ("_per_user", "_sums")
 
     def __init__(self) -> None:
-        self._per_user: dict[str, tuple[float, float]] = {}
-        # n, y, nn, yy, ny over users.
-        self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._per_user: dict[str, tuple[float, float, float | None]] = {}
+        self._sums = [0.0] * len(_SUM_FIELDS)
 
-    def add(self, user_id: str, value: float, count: float = 1.0) -> None:
-        """Record ``count`` interactions of ``user_id`` whose values sum to ``value``."""
-        self._update(user_id, count, value)
+    def add(self, user_id: str, value: float, count: float = 1.0, covariate: float | None = None) -> None:
+        """Record ``count`` interactions of ``user_id`` whose values sum to ``value``; ``covariate`` is the
+        user's pre-experiment value of the metric, if known."""
+        self._update(user_id, count, value, covariate)
 
     def retract(self, user_id: str, value: float, count: float = 1.0) -> None:
         """Undo an earlier :meth:`add` (an outcome that was amended or replaced)."""
-        self._update(user_id, -count, -value)
+        self._update(user_id, -count, -value, None)
 
-    def _update(self, user_id: str, d_n: float, d_y: float) -> None:
-        old_n, old_y = self._per_user.get(user_id, (0.0, 0.0))
+    def _update(self, user_id: str, d_n: float, d_y: float, covariate: float | None) -> None:
+        known = self._per_user.get(user_id)
+        if known is None:
+            old_n, old_y, c = 0.0, 0.0, covariate
+            old = (0.0,) * len(_SUM_FIELDS)
+        else:
+            old_n, old_y, c = known
+            old = _user_terms(old_n, old_y, c)
         new_n, new_y = old_n + d_n, old_y + d_y
         if new_n <= 0:
             # A user retracted to nothing leaves no trace, not a rounding residue in y.
-            new_n = new_y = 0.0
             self._per_user.pop(user_id, None)
+            new = (0.0,) * len(_SUM_FIELDS)
         else:
-            self._per_user[user_id] = (new_n, new_y)
+            self._per_user[user_id] = (new_n, new_y, c)
+            new = _user_terms(new_n, new_y, c)
         s = self._sums
-        s[0] += new_n - old_n
-        s[1] += new_y - old_y
-        s[2] += new_n * new_n - old_n * old_n
-        s[3] += new_y * new_y - old_y * old_y
-        s[4] += new_n * new_y - old_n * old_y
+        for k in range(len(s)):
+            s[k] += new[k] - old[k]
 
     def merge(self, other: UserRatioStats) -> None:
         """Fold ``other`` into this one; correct even when both saw the same users (e.g. two partitions)."""
-        for user_id, (n_i, y_i) in other._per_user.items():
-            self._update(user_id, n_i, y_i)
+        for user_id, (n_i, y_i, c_i) in other._per_user.items():
+            self._update(user_id, n_i, y_i, c_i)
 
     def moments(self) -> RatioMoments:
         """The current sufficient statistics."""
@@ -203,9 +224,9 @@ class ArmStats:
 
     users: int = 0
     interactions: int = 0
-    metrics: Mapping[Metric, RatioMoments] = field(default_factory=dict)
+    metrics: Mapping[OutcomeMetric, RatioMoments] = field(default_factory=dict)
 
-    def moments(self, metric: Metric) -> RatioMoments:
+    def moments(self, metric: OutcomeMetric) -> RatioMoments:
         """The metric's moments; empty when the arm has none for it."""
         return self.metrics.get(metric, RatioMoments())
 
@@ -218,29 +239,46 @@ class ArmAccumulator:
     def __init__(self) -> None:
         self._per_user_interactions: dict[str, int] = {}
         self._interactions = 0
-        self._metrics: dict[Metric, UserRatioStats] = {}
+        self._metrics: dict[OutcomeMetric, UserRatioStats] = {}
 
-    def add(self, user_id: str, values: Mapping[Metric, float | None]) -> None:
-        """Record one interaction of ``user_id``; metrics whose value is ``None`` do not apply to it."""
-        self._count(user_id, +1)
+    def add(
+        self,
+        user_id: str,
+        values: Mapping[OutcomeMetric, float | None],
+        covariates: Mapping[OutcomeMetric, float | None] | None = None,
+    ) -> bool:
+        """Record one interaction of ``user_id``; metrics whose value is ``None`` do not apply to it.
+
+        ``covariates`` are the user's pre-experiment values (taken when the user is new to a metric).
+        Returns whether the user is new to this arm.
+        """
+        joined = self._count(user_id, +1)
         for metric, value in values.items():
             if value is not None:
-                self._metrics.setdefault(metric, UserRatioStats()).add(user_id, value)
+                covariate = covariates.get(metric) if covariates is not None else None
+                self._metrics.setdefault(metric, UserRatioStats()).add(user_id, value, covariate=covariate)
+        return joined
 
-    def retract(self, user_id: str, values: Mapping[Metric, float | None]) -> None:
-        """Undo :meth:`add` of the same values: an amended outcome is replaced by retract(old), add(new)."""
-        self._count(user_id, -1)
+    def retract(self, user_id: str, values: Mapping[OutcomeMetric, float | None]) -> bool:
+        """Undo :meth:`add` of the same values: an amended outcome is replaced by retract(old), add(new).
+
+        Returns whether the user has left this arm (no interaction of theirs is counted any more).
+        """
+        left = self._count(user_id, -1)
         for metric, value in values.items():
             if value is not None:
                 self._metrics.setdefault(metric, UserRatioStats()).retract(user_id, value)
+        return left
 
-    def _count(self, user_id: str, delta: int) -> None:
-        left = self._per_user_interactions.get(user_id, 0) + delta
+    def _count(self, user_id: str, delta: int) -> bool:
+        before = self._per_user_interactions.get(user_id, 0)
+        left = before + delta
         self._interactions += delta
         if left <= 0:
             self._per_user_interactions.pop(user_id, None)
         else:
             self._per_user_interactions[user_id] = left
+        return (before <= 0) != (left <= 0)
 
     def merge(self, other: ArmAccumulator) -> None:
         """Fold ``other`` into this one; users seen by both are combined, not double counted."""
@@ -248,6 +286,10 @@ class ArmAccumulator:
             self._count(user_id, count)
         for metric, stats in other._metrics.items():
             self._metrics.setdefault(metric, UserRatioStats()).merge(stats)
+
+    def users(self) -> Iterator[str]:
+        """The users with at least one counted interaction."""
+        return iter(self._per_user_interactions)
 
     def snapshot(self) -> ArmStats:
         """An immutable copy of the current statistics, for :func:`decision.evaluate`."""
@@ -345,6 +387,7 @@ def sequential_test(effect: Effect, alpha: float, mixture_sd: float) -> Sequenti
     )
 
 
+@lru_cache(maxsize=256)
 def optimal_mixture_sd(relative_effect: float, alpha: float, power: float = 0.8) -> float:
     """The mixture scale ``tau`` that makes the test most powerful for an effect of this size.
 
@@ -387,6 +430,8 @@ def required_sample_size(
     mixture_sd: float | None = None,
     baseline_sd: float | None = None,
     design_effect: float = 1.0,
+    min_relative_improvement: float = 0.0,
+    improvement_alpha: float = 0.25,
 ) -> SampleSize:
     """Per-arm sample size at which :func:`sequential_test` detects ``relative_effect`` with ``power``.
 
@@ -404,6 +449,11 @@ def required_sample_size(
     For a mean metric pass ``baseline_sd`` (the per-interaction standard deviation); ``design_effect``
     inflates the variance for users with several correlated interactions (``1 + (m - 1) * ICC`` for ``m``
     interactions per user).
+
+    With ``min_relative_improvement`` the improvement must also be credibly more than that minimum (the
+    ``primary_better`` rule of :mod:`experiments.decision`: the sequence at the two-sided level
+    ``2 * improvement_alpha`` clears it); ``n`` is where the harder of the two conditions holds with
+    ``power``. An improvement that is not larger than the minimum has no such ``n``: ValueError.
     """
     control_share, treatment_share = split
     if not (0 < treatment_share < 1 and math.isclose(control_share + treatment_share, 1.0)):
@@ -412,6 +462,10 @@ def required_sample_size(
         raise ValueError("relative_effect must be non-zero and > -1")
     if not 0 < alpha < 1 or not 0 < power < 1 or design_effect <= 0:
         raise ValueError("alpha and power must lie in (0, 1) and design_effect must be positive")
+    if min_relative_improvement < 0 or not 0 < improvement_alpha < 0.5:
+        raise ValueError("need min_relative_improvement >= 0 and 0 < improvement_alpha < 0.5")
+    if min_relative_improvement > 0 and -relative_effect <= min_relative_improvement:
+        raise ValueError("an improvement no larger than the minimum is never promoted with any power")
     m_c = baseline_rate
     m_t = baseline_rate * (1.0 + relative_effect)
     if baseline_sd is None:
@@ -433,24 +487,34 @@ def required_sample_size(
     z = _NORMAL.inv_cdf(power)
     sign = math.copysign(1.0, relative_effect)
 
+    # Each condition as a margin that must be positive: (shift, level) = the sequence at ``level`` clears
+    # ``shift`` (0: it excludes no difference; the minimum: the improvement is credibly above it).
+    conditions = [(0.0, alpha)]
+    if min_relative_improvement > 0:
+        conditions.append((min_relative_improvement, 2.0 * improvement_alpha))
+
     def detects(total: float) -> bool:
         n_t = total * treatment_share / design_effect
         n_c = total * control_share / design_effect
+        for shift, level in conditions:
 
-        def margin(mt: float, mc: float) -> float:
-            # "The sequence excludes 0" as a function of the arm means, written linearly in them
-            # (sign * (m_t / m_c - 1) > radius  <=>  sign * (m_t - m_c) > radius * m_c) because a ratio
-            # of means is skewed and its normal approximation overstates the power at low rates.
-            v = unit_variance(mt) / n_t / mc**2 + mt**2 * unit_variance(mc) / n_c / mc**4
-            return sign * (mt - mc) - mixture_radius(v, alpha, tau) * mc
+            def margin(mt: float, mc: float, shift: float = shift, level: float = level) -> float:
+                # "The sequence clears the shift" as a function of the arm means, written linearly in them
+                # (sign * (m_t / m_c - 1) - shift > radius  <=>  sign * (m_t - m_c) - shift * m_c > radius
+                # * m_c) because a ratio of means is skewed and its normal approximation overstates the
+                # power at low rates.
+                v = unit_variance(mt) / n_t / mc**2 + mt**2 * unit_variance(mc) / n_c / mc**4
+                return sign * (mt - mc) - shift * mc - mixture_radius(v, level, tau) * mc
 
-        # The plug-in radius moves with the estimate (correlation ~ +0.9), which widens the spread of the
-        # margin by ~8%; ignoring it overstates the power by 2-3 points. So: delta method on the margin.
-        h_t, h_c = m_t * 1e-4, m_c * 1e-4
-        d_t = (margin(m_t + h_t, m_c) - margin(m_t - h_t, m_c)) / (2 * h_t)
-        d_c = (margin(m_t, m_c + h_c) - margin(m_t, m_c - h_c)) / (2 * h_c)
-        spread = math.sqrt(d_t**2 * unit_variance(m_t) / n_t + d_c**2 * unit_variance(m_c) / n_c)
-        return margin(m_t, m_c) >= z * spread
+            # The plug-in radius moves with the estimate (correlation ~ +0.9), which widens the spread of
+            # the margin by ~8%; ignoring it overstates the power by 2-3 points. So: delta method on it.
+            h_t, h_c = m_t * 1e-4, m_c * 1e-4
+            d_t = (margin(m_t + h_t, m_c) - margin(m_t - h_t, m_c)) / (2 * h_t)
+            d_c = (margin(m_t, m_c + h_c) - margin(m_t, m_c - h_c)) / (2 * h_c)
+            spread = math.sqrt(d_t**2 * unit_variance(m_t) / n_t + d_c**2 * unit_variance(m_c) / n_c)
+            if margin(m_t, m_c) < z * spread:
+                return False
+        return True
 
     low, high = 1.0, 2.0
     while not detects(high):
@@ -461,91 +525,3 @@ def required_sample_size(
     return SampleSize(
         control=math.ceil(high * control_share), treatment=math.ceil(high * treatment_share), mixture_sd=tau
     )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Sample-ratio mismatch
-
-
-def _regularized_gamma_q(a: float, x: float) -> float:
-    """Upper regularized incomplete gamma ``Q(a, x)``: series below ``a + 1``, continued fraction above."""
-    if x <= 0:
-        return 1.0
-    log_prefactor = -x + a * math.log(x) - math.lgamma(a)
-    if x < a + 1.0:
-        term = total = 1.0 / a
-        ap = a
-        for _ in range(10_000):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * 1e-16:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_prefactor))
-    tiny = 1e-300
-    b = x + 1.0 - a
-    c = 1.0 / tiny
-    d = 1.0 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-16:
-            break
-    return math.exp(log_prefactor) * h
-
-
-def chi2_sf(x: float, df: int) -> float:
-    """``P(X >= x)`` for a chi-square variable with ``df`` degrees of freedom."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    return _regularized_gamma_q(df / 2.0, x / 2.0)
-
-
-@dataclass(frozen=True, slots=True)
-class SrmResult:
-    """Pearson's chi-square goodness-of-fit of user counts per arm against the intended split.
-
-    ``checked`` is False when an expected count is below 5 (the chi-square approximation does not hold yet);
-    ``mismatch`` is True when checked and ``p_value < threshold``.
-    """
-
-    observed: tuple[int, ...]
-    expected: tuple[float, ...]
-    chi2: float
-    df: int
-    p_value: float
-    threshold: float
-    checked: bool
-
-    @property
-    def mismatch(self) -> bool:
-        """True when the assignment is demonstrably broken; decisions must not be trusted."""
-        return self.checked and self.p_value < self.threshold
-
-
-def srm_test(observed: Iterable[int], split: Iterable[float], threshold: float = 0.001) -> SrmResult:
-    """Test user counts per arm against the intended shares (normalized to sum to 1).
-
-    The threshold is strict (0.001 by default) because the check runs at every look: each look is a fresh
-    chance of a false alarm, and a real mismatch -- a broken assignment or logging bug -- grows with traffic
-    and is flagged soon anyway.
-    """
-    counts = tuple(observed)
-    shares = tuple(split)
-    if len(counts) != len(shares) or len(counts) < 2 or any(s <= 0 for s in shares):
-        raise ValueError("need one positive share per arm and at least two arms")
-    total, share_sum = sum(counts), sum(shares)
-    expected = tuple(total * s / share_sum for s in shares)
-    df = len(counts) - 1
-    if min(expected) < 5:
-        return SrmResult(counts, expected, 0.0, df, 1.0, threshold, checked=False)
-    chi2 = sum((o - e) ** 2 / e for o, e in zip(counts, expected, strict=True))
-    return SrmResult(counts, expected, chi2, df, chi2_sf(chi2, df), threshold, checked=True)

@@ -20,7 +20,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from experiments.evaluator import apply_decision, changed_status
+from experiments.records import apply_decision, changed_status
+from experiments.simulate import SimulationSpec, pre_period_correlation, simulate
 from experiments.store import (
     ExperimentExistsError,
     ExperimentNotFoundError,
@@ -40,6 +41,7 @@ from infra.settings import Settings
 from schemas.experiments import (
     AlertKind,
     DecisionAction,
+    DecisionRule,
     ExperimentDecision,
     ExperimentStatus,
     MetricComparison,
@@ -49,7 +51,7 @@ from schemas.experiments import (
 
 experiments_app = typer.Typer(
     no_args_is_help=True,
-    help="Prompt A/B experiments: create, list, show, stop; apply the evaluator's promote/revert.",
+    help="Prompt A/B experiments: create, list, show, stop; apply the evaluator's promote/revert; simulate.",
 )
 alerts_app = typer.Typer(no_args_is_help=True, help="Regression alerts of prompt versions.")
 
@@ -108,6 +110,15 @@ def decision_table(decision: ExperimentDecision) -> Table:
         caption += (
             "\n* primary metric; confidence sequences at " + ", ".join(levels) + ", valid at every look"
         )
+    primary = decision.primary
+    if primary is not None and primary.credible_improvement is not None:
+        level = 1 - (decision.improvement_alpha or 0.25)
+        caption += (
+            f"\npromote needs the improvement credibly ({level:.0%}) above "
+            f"{decision.min_relative_improvement:.0%}: it is above {primary.credible_improvement:.1%}"
+        )
+        if primary.variance_reduction is not None:
+            caption += f"; CUPED removed {max(primary.variance_reduction, 0.0):.0%} of its variance"
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY)
     for header in (
         "",
@@ -120,14 +131,25 @@ def decision_table(decision: ExperimentDecision) -> Table:
         table.add_column(header, no_wrap=True)
     share = decision.split[1] / sum(decision.split)
     srm = f"SRM p={decision.srm.p_value:.3g}" + ("" if decision.srm.checked else " (not yet)")
-    table.add_row("users", f"{control.users:,}", f"{treatment.users:,}", "", "", srm)
+    if decision.srm.checked and decision.srm.confirmed is not None:
+        srm += " ✓" if decision.srm.confirmed else " (leaning)"
+    minimum = (
+        f"min {decision.min_users_per_arm:,}"
+        if decision.min_users_per_arm is not None
+        else f"min {decision.min_interactions_per_arm:,} interactions"
+    )
+    table.add_row("users", f"{control.users:,}", f"{treatment.users:,}", "", minimum, srm)
+    check = decision.assignment
+    hashed = (
+        "" if check is None else f"hash: {check.mismatched_users:,} misplaced ({check.mismatch_share:.1%})"
+    )
     table.add_row(
         "interactions",
         f"{control.interactions:,}",
         f"{treatment.interactions:,}",
         "",
         f"split {1 - share:.0%}/{share:.0%}",
-        f"min {decision.min_interactions_per_arm:,}",
+        hashed,
     )
     for result in compared:
         table.add_row(
@@ -156,9 +178,13 @@ def print_decision(decision: ExperimentDecision, out: Console | None = None) -> 
             f"(`feedbackloop experiments revert {decision.experiment_id}`)"
         )
     elif decision.action is DecisionAction.INVALID:
-        out.print(
-            "  the assignment or logging is broken (sample ratio mismatch): fix it, start a new experiment"
+        what = (
+            "users are logged in other arms than the experiment's hash gives (assign them with "
+            "FeedbackClient.experiment)"
+            if decision.rule is DecisionRule.ASSIGNMENT_MISMATCH
+            else "the users per arm do not follow the split (sample ratio mismatch)"
         )
+        out.print(f"  the assignment or logging is broken: {what}; fix it, start a new experiment")
 
 
 def print_latest_decisions(settings: Settings, out: Console | None = None) -> int:
@@ -224,7 +250,11 @@ def create_cmd(
     no_guardrails: Annotated[
         bool, typer.Option("--no-guardrails", help="Watch no guardrail metric.")
     ] = False,
-    min_sample: Annotated[int, typer.Option(help="Interactions each arm needs before a decision.")] = 500,
+    min_users: Annotated[
+        int | None,
+        typer.Option(help="Users each arm needs before a promote or revert (default: the setting, 500)."),
+    ] = None,
+    min_interactions: Annotated[int, typer.Option(help="... and interactions (2: no further floor).")] = 2,
     min_improvement: Annotated[
         float, typer.Option(help="Relative improvement worth promoting (0.10 = 10 % lower).")
     ] = 0.10,
@@ -240,7 +270,8 @@ def create_cmd(
     fields: dict[str, Any] = {
         "split": _split(split),
         "primary_metric": primary,
-        "min_interactions_per_arm": min_sample,
+        "min_users_per_arm": min_users if min_users is not None else settings.experiments.min_users_per_arm,
+        "min_interactions_per_arm": min_interactions,
         "min_relative_improvement": min_improvement,
         "alpha": alpha,
         "description": description,
@@ -260,8 +291,8 @@ def create_cmd(
         f"{', '.join(g.value for g in experiment.guardrail_metrics) or 'none'}"
     )
     console.print(
-        f"  assign users in your app with producers.Experiment({experiment_id!r}, "
-        f"{{{control!r}: {experiment.split[0]}, {treatment!r}: {experiment.split[1]}}})"
+        f"  assign users in your app from this record: FeedbackClient.experiment({experiment_id!r})"
+        ".assign(user_id) -- the evaluator checks every user's variant against it"
     )
 
 
@@ -342,7 +373,8 @@ def show_cmd(
         f"{exp.control} (control) vs {exp.treatment} (treatment), split {exp.split[0]}/{exp.split[1]}\n"
         f"  primary {exp.primary_metric.value}; guardrails "
         f"{', '.join(g.value for g in exp.guardrail_metrics) or 'none'}; "
-        f"min {exp.min_interactions_per_arm:,} interactions per arm; min improvement "
+        f"min {exp.min_users_per_arm:,} users and {exp.min_interactions_per_arm:,} interactions per arm; "
+        "min improvement "
         f"{exp.min_relative_improvement:.0%}; alpha {exp.alpha}\n"
         f"  created {exp.created_at:%Y-%m-%d %H:%M:%S} UTC"
         + (f"; {exp.description}" if exp.description else "")
@@ -443,6 +475,98 @@ def revert_cmd(
 ) -> None:
     """Revert to the control: record it, with the decision's numbers, on the experiments topic."""
     _apply(experiment_id, "revert", note, force, by)
+
+
+@experiments_app.command("simulate")
+def simulate_cmd(
+    control_rate: Annotated[float, typer.Option(help="The control's regeneration rate.")] = 0.35,
+    effect: Annotated[
+        float, typer.Option(help="Relative change of the treatment's rate: -0.10 = 10 % lower (better).")
+    ] = -0.10,
+    split: Annotated[str, typer.Option(help="Intended CONTROL/TREATMENT weights.")] = "80/20",
+    observed_split: Annotated[
+        str | None, typer.Option(help="The split users actually arrive in (a logging bug); default: --split.")
+    ] = None,
+    users: Annotated[int, typer.Option(help="Users per run (the run stops at its first decision).")] = 50_000,
+    look_every: Annotated[int, typer.Option(help="New users between looks.")] = 500,
+    runs: Annotated[int, typer.Option(help="Simulated experiments.")] = 1_000,
+    rate_spread: Annotated[
+        float, typer.Option(help="Standard deviation of users' own rates (0: all users alike).")
+    ] = 0.0,
+    interactions: Annotated[float, typer.Option(help="Mean interactions per user in the experiment.")] = 1.0,
+    pre_interactions: Annotated[
+        float, typer.Option(help="Mean interactions per user before it (CUPED's covariate; 0: none).")
+    ] = 0.0,
+    cuped: Annotated[bool, typer.Option(help="Adjust for pre-experiment values.")] = True,
+    min_users: Annotated[int, typer.Option(help="Users each arm needs before a decision.")] = 500,
+    min_improvement: Annotated[
+        float, typer.Option(help="Relative improvement worth promoting (0.10 = 10 % lower).")
+    ] = 0.10,
+    alpha: Annotated[float, typer.Option(help="Bound on a wrong promote/revert.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation (same seed, same users).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
+) -> None:
+    """Plan an experiment: simulate many runs through the evaluator's own decision code.
+
+    Each run feeds simulated users look by look to the same decision the evaluator makes and stops at its
+    first promote, revert or invalid. Prints the fractions that promote, revert, are invalidated or stay
+    undecided, and the users it took (docs/experiments.md explains the simulated users).
+    """
+    settings = load_settings()
+    try:
+        spec = SimulationSpec(
+            control_rate=control_rate,
+            effect=effect,
+            split=_split(split),
+            observed_split=_split(observed_split) if observed_split else None,
+            users=users,
+            look_every=look_every,
+            runs=runs,
+            rate_spread=rate_spread,
+            interactions=interactions,
+            pre_interactions=pre_interactions,
+            cuped=cuped,
+            min_users_per_arm=min_users,
+            min_relative_improvement=min_improvement,
+            alpha=alpha,
+            improvement_alpha=settings.experiments.improvement_alpha,
+            srm_threshold=settings.experiments.srm_threshold,
+            seed=seed,
+        )
+        config = spec.config()
+    except ValueError as exc:  # a pydantic ValidationError is one too
+        fail(f"invalid simulation: {exc}", 2)
+    with err.status(f"simulating {runs:,} experiments of up to {users:,} users ..."):
+        result = simulate(spec)
+    summary = result.summary()
+    summary["pre_period_correlation"] = pre_period_correlation(spec)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    table = Table("outcome", "runs", "median users", box=box.SIMPLE_HEAVY)
+    for action in (DecisionAction.PROMOTE, DecisionAction.REVERT, DecisionAction.INVALID):
+        median = result.median_users(action)
+        table.add_row(
+            action.value, f"{result.share(action):.1%}", "–" if median is None else f"{median:,.0f}"
+        )
+    table.add_row("undecided", f"{result.share(DecisionAction.CONTINUE):.1%}", f"(at {users:,})")
+    console.print(table)
+    observed = f", observed {spec.observed_split[0]}/{spec.observed_split[1]}" if spec.observed_split else ""
+    console.print(
+        f"  {runs:,} runs: control {control_rate:.1%}, effect {effect:+.1%}, split {spec.split[0]}/"
+        f"{spec.split[1]}{observed}, a look every {look_every:,} users; primary alpha "
+        f"{config.primary_alpha:g}, minimum improvement {min_improvement:.0%} (credible at "
+        f"{1 - config.improvement_alpha:.0%}), min {min_users:,} users per arm"
+    )
+    for label, value in (
+        ("80 % of runs promoted by", result.users_for(DecisionAction.PROMOTE, 0.8)),
+        ("80 % found it better by", result.users_for_detection(0.8)),
+    ):
+        console.print(f"  {label} {'–' if value is None else f'{value:,} users'}")
+    if summary["pre_period_correlation"] is not None:
+        console.print(
+            f"  users' pre-period vs in-experiment rate: correlation {summary['pre_period_correlation']:.2f}"
+        )
 
 
 # ------------------------------------------------------------------ alerts

@@ -85,7 +85,9 @@ def run_demo(
         )
     try:
         ensure_topics(settings.kafka, public_topic_names(settings.kafka))
-        create_experiment(settings.kafka, new_experiment(DEMO_EXPERIMENT, "v1.0", "v1.1", split=(80, 20)))
+        # The demo's few hundred users put ~50 in treatment: 30 users per arm is its minimum (default 500).
+        experiment = new_experiment(DEMO_EXPERIMENT, "v1.0", "v1.1", split=(80, 20), min_users_per_arm=30)
+        create_experiment(settings.kafka, experiment)
         console.print(
             f"[green]✓[/green] experiment [bold]{DEMO_EXPERIMENT}[/bold] created: v1.0 (control, 80 %) "
             "vs v1.1 (treatment, 20 %)"

@@ -16,7 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from producers.assignment import Assignment, Experiment, assign_variant
+    from producers.assignment import (
+        Assignment,
+        Experiment,
+        ExperimentNotFoundError,
+        assign_variant,
+        read_experiment,
+    )
     from producers.client import DeliveryError, EventPublisher
     from producers.errors import (
         BufferFullError,
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
         NotAcceptingError,
     )
     from producers.impact import UserImpact, fetch_impact
+    from producers.redaction import Redactor
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender.loop import Mode
     from producers.sender.spool import SpoolError
@@ -34,6 +41,8 @@ _HOMES = {
     "Assignment": "producers.assignment",
     "Experiment": "producers.assignment",
     "assign_variant": "producers.assignment",
+    "ExperimentNotFoundError": "producers.assignment",
+    "read_experiment": "producers.assignment",
     "DeliveryError": "producers.client",
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
@@ -43,6 +52,7 @@ _HOMES = {
     "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
     "fetch_impact": "producers.impact",
+    "Redactor": "producers.redaction",
     "FeedbackClient": "producers.sdk",
     "InteractionLike": "producers.sdk",
     "InteractionRef": "producers.sdk",
@@ -74,14 +84,17 @@ __all__ = [
     "EventTimeError",
     "EventTooLargeError",
     "Experiment",
+    "ExperimentNotFoundError",
     "FeedbackClient",
     "InteractionLike",
     "InteractionRef",
     "Mode",
     "NotAcceptingError",
+    "Redactor",
     "SpoolError",
     "TimedInteraction",
     "UserImpact",
     "assign_variant",
     "fetch_impact",
+    "read_experiment",
 ]

@@ -77,13 +77,18 @@ _DECISION_COLUMNS = (
     *("primary_ci_low", "primary_ci_high", "primary_ci_level", "primary_p_value", "primary_p_value_min"),
     *("guardrails", "split_control", "split_treatment", "alpha", "min_interactions_per_arm"),
     *("min_relative_improvement", "evidence_sql"),
+    # 0010: the minimum in users, the sequential SRM test, the assignment check, the minimum-improvement
+    # test and CUPED.
+    *("min_users_per_arm", "improvement_alpha", "srm_e_value", "srm_confirmed", "assignment_users"),
+    *("assignment_mismatched_users", "assignment_mismatch_share", "assignment_mismatch"),
+    *("primary_credible_improvement", "primary_variance_reduction"),
 )
 _PRIMARY_FIELDS = ("control_mean", "treatment_mean", "relative_effect", "ci_low", "ci_high", "ci_level")
 
 
 def _decision_row(value: bytes) -> list[Any]:
     d = ExperimentDecision.model_validate_json(value)
-    p = d.primary
+    p, a = d.primary, d.assignment
     primary = [None] * 9 if p is None else [p.metric.value, *(getattr(p, f) for f in _PRIMARY_FIELDS)]
     if p is not None:
         primary += [p.p_value, p.p_value_min]
@@ -96,6 +101,9 @@ def _decision_row(value: bytes) -> list[Any]:
         *primary,
         *(guardrails, d.split[0], d.split[1], d.alpha, d.min_interactions_per_arm),
         *(d.min_relative_improvement, d.evidence_sql),
+        *(d.min_users_per_arm, d.improvement_alpha, d.srm.e_value, d.srm.confirmed),
+        *((a.users, a.mismatched_users, a.mismatch_share, a.mismatch) if a is not None else (None,) * 4),
+        *((p.credible_improvement, p.variance_reduction) if p is not None else (None, None)),
     ]
 
 

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner
 
-from experiments.evaluator import Emission, Evaluator, EvaluatorConfig
+from experiments.config import EvaluatorConfig
+from experiments.evaluator import Emission, Evaluator
 from experiments.store import (
     ExperimentTopics,
     create_experiment,
@@ -35,9 +36,12 @@ from feedbackloop.cli import app
 from feedbackloop.supervise import WorkerProcess, settings_env, wait_until_drained
 from infra.clickhouse import connect
 from infra.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
+from producers import FeedbackClient
+from producers.assignment import ExperimentNotFoundError, read_experiment
 from producers.client import EventPublisher
 from producers.synthetic import DEFAULT_PROFILES, VersionProfile, Workload, WorkloadSpec, generate
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, InteractionOutcome
+from schemas.assignment import assign_variant
 from schemas.experiments import (
     AlertKind,
     DecisionAction,
@@ -124,7 +128,9 @@ def _wait_for(
 
 
 def _experiment(experiment_id: str, **fields: Any) -> Experiment:
-    return new_experiment(experiment_id, "v1.0", "v1.1", **fields)
+    """An 80/20 experiment of v1.1 against v1.0; the workloads have 250 users (about 50 in treatment), so
+    30 users per arm is the minimum."""
+    return new_experiment(experiment_id, "v1.0", "v1.1", **{"min_users_per_arm": 30, **fields})
 
 
 def _ab_workload(experiment_id: str, treatment: VersionProfile, seed: int) -> Workload:
@@ -175,16 +181,26 @@ def test_a_treatment_that_lowers_regeneration_is_promoted(
     _drain(settings, [worker], len(workload.interactions))  # the sink takes the decisions too
     assert worker.stop() == 0, _logs([worker])
 
-    assert [d.action for d in made] == [DecisionAction.CONTINUE, DecisionAction.PROMOTE]
+    # Continue (too few users first, perhaps better but not yet credibly by 10 %), then promote.
+    assert [d.action for d in made[:-1]] == [DecisionAction.CONTINUE] * (len(made) - 1)
+    assert made[0].rule is DecisionRule.INSUFFICIENT_SAMPLE
     promote = made[-1]
+    assert promote.action is DecisionAction.PROMOTE
     assert promote.rule is DecisionRule.PRIMARY_BETTER
     assert promote.primary is not None
     assert promote.primary.control_mean == pytest.approx(0.35, abs=0.05)
     assert promote.primary.treatment_mean == pytest.approx(0.18, abs=0.05)
     assert promote.primary.ci_high is not None
     assert promote.primary.ci_high < 0
-    assert min(promote.control.interactions, promote.treatment.interactions) >= 500
+    assert min(promote.control.users, promote.treatment.users) >= 30
     assert not promote.srm.mismatch
+    assert promote.srm.confirmed
+    # The workload assigns users with the consistent hash, as the record says: nobody is misplaced.
+    assert promote.assignment is not None
+    assert promote.assignment.mismatched_users == 0
+    assert promote.assignment.users == promote.control.users + promote.treatment.users
+    assert promote.primary.credible_improvement is not None
+    assert promote.primary.credible_improvement > 0.10
     assert latest_decisions(settings) == [promote]
 
     client = connect(settings.clickhouse)
@@ -233,6 +249,29 @@ def test_a_treatment_that_regenerates_more_is_reverted(
     assert revert.primary.ci_low > 0
     code, output = _cli(settings, "experiments", "promote", experiment_id)
     assert code == 3, output  # not what the evaluator recommends
+
+
+def test_the_sdk_assigns_from_the_experiment_record(settings: Settings) -> None:
+    """The split is set once, by `experiments create`; the SDK reads it from ai.experiments.v1 and assigns
+    exactly as the evaluator's check recomputes."""
+    experiment_id = f"exp-{uuid.uuid4().hex[:6]}"
+    code, output = _cli(
+        settings, "experiments", "create", experiment_id, "--control", "v1.0", "--treatment", "v1.1",
+        "--split", "70/30", "--min-users", "40",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "FeedbackClient.experiment" in output
+    record = get_experiment(settings.kafka, experiment_id)
+    assert (record.split, record.min_users_per_arm) == ((70, 30), 40)
+    with FeedbackClient(settings.kafka) as client:
+        experiment = client.experiment(experiment_id)
+    assert dict(experiment.variants) == {"v1.0": 70, "v1.1": 30}
+    users = [f"user-{i}" for i in range(1_000)]
+    by_hand = [assign_variant(experiment_id, u, {"v1.0": 70, "v1.1": 30}).variant for u in users]
+    assert [experiment.assign(u).variant for u in users] == by_hand
+    assert 0.25 < by_hand.count("v1.1") / len(users) < 0.35
+    with pytest.raises(ExperimentNotFoundError):
+        read_experiment(settings.kafka, "no-such-experiment", timeout_s=10)
 
 
 # ----------------------------------------------------------------------------------- regression alerts
@@ -359,7 +398,7 @@ def test_a_sigkilled_evaluator_restarts_to_the_same_records_and_repeats_none(
     settings: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     experiment_id = f"exp-{uuid.uuid4().hex[:6]}"
-    create_experiment(settings.kafka, _experiment(experiment_id, min_interactions_per_arm=300))
+    create_experiment(settings.kafka, _experiment(experiment_id, min_users_per_arm=20))
     workload = _ab_workload(experiment_id, BETTER, seed=23)
     half = len(workload.messages) // 2
     # Processors, sink and evaluator as separate processes, so the evaluator alone can be killed. Its

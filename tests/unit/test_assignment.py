@@ -1,4 +1,5 @@
-"""Consistent-hash assignment: reference vectors, stability across processes and languages, split accuracy."""
+"""Consistent-hash assignment: reference vectors, stability across processes and languages, split accuracy,
+and the experiment record as the one source of the split."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import producers.assignment
+import schemas.assignment
 from producers.assignment import BUCKETS, Experiment, assign_variant, bucket_of, cut_points, murmur3_32
+from schemas.assignment import experiment_variants, variant_of_bucket
+from schemas.experiments import Experiment as ExperimentRecord
 
 VECTORS_PATH = Path(__file__).parent.parent / "data" / "assignment_vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
@@ -136,3 +142,35 @@ def test_a_javascript_implementation_agrees() -> None:
         for a in (assign_variant(c["experiment_id"], c["user_id"], dict(c["variants"])) for c in cases)
     ]
     assert result["cases"] == expected
+
+
+def test_the_sdk_and_the_evaluator_share_one_implementation() -> None:
+    """The spec lives in the contract; the SDK builds on it (the evaluator imports the same module)."""
+    for name in ("BUCKETS", "Assignment", "assign_variant", "bucket_of", "cut_points", "murmur3_32"):
+        assert getattr(producers.assignment, name) is getattr(schemas.assignment, name)
+
+
+def record(**fields: Any) -> ExperimentRecord:
+    at = datetime(2026, 11, 26, tzinfo=UTC)
+    return ExperimentRecord.model_validate(
+        {"experiment_id": "checkout-prompt", "revision": 1, "control": "v2", "treatment": "v1",
+         "created_at": at, "updated_at": at, **fields}
+    )  # fmt: skip
+
+
+def test_an_experiment_record_is_the_one_source_of_the_split() -> None:
+    """The SDK's assignment from a record: control first with its weight, then the treatment -- the order
+    and weights the evaluator recomputes variants with."""
+    spec = record(split=(80, 20))
+    assert experiment_variants(spec) == {"v2": 80, "v1": 20}
+    from_record = Experiment.from_record(spec)
+    by_hand = Experiment("checkout-prompt", {"v2": 80, "v1": 20})
+    users = [f"user-{i}" for i in range(500)]
+    assert [from_record.assign(u) for u in users] == [by_hand.assign(u) for u in users]
+    cuts = cut_points(experiment_variants(spec))
+    assert all(variant_of_bucket(a.bucket, cuts) == a.variant for a in map(from_record.assign, users))
+
+
+def test_a_bucket_outside_the_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        variant_of_bucket(BUCKETS, cut_points({"a": 1}))

@@ -20,23 +20,17 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from experiments import Action, Metric, RegressionConfig, Rule, Severity
-from experiments.evaluator import (
-    Emission,
-    Evaluator,
-    EvaluatorConfig,
-    alert_id,
-    apply_decision,
-    changed_status,
-    decision_id,
-    experiment_evidence_sql,
-    regression_evidence_sql,
-)
+from experiments import RegressionConfig
+from experiments.config import EvaluatorConfig
+from experiments.evaluator import Emission, Evaluator
+from experiments.evidence import experiment_evidence_sql, regression_evidence_sql
+from experiments.records import alert_id, apply_decision, changed_status, decision_id
 from infra.settings import ExperimentSettings, Settings
 from producers.assignment import Experiment as Assignment
 from schemas import InteractionOutcome
 from schemas.experiments import (
     AlertKind,
+    AlertSeverity,
     DecisionAction,
     DecisionRule,
     Experiment,
@@ -155,15 +149,39 @@ def experiment_log(
     batch_s: float = 20.0,
     amend_share: float = 0.05,
     duplicate_share: float = 0.02,
+    history: int = 0,
+    personal: bool = False,
+    lost: float = 0.0,
 ) -> Log:
     """Users assigned by the SDK's hash (``weights``, default 80/20) act per their arm; some outcomes are
-    amended later (version 2: the user regenerated after all) and some delivered twice."""
+    amended later (version 2: the user regenerated after all) and some delivered twice.
+
+    ``history``: each user's outcomes (no experiment) in the two hours before it, with the control's rate.
+    ``personal``: each user regenerates at their own multiple (0.1 to 1.9) of the rates, before and during.
+    ``lost``: the share of treatment users whose outcomes a logging bug loses."""
     assignment = Assignment(experiment_id, weights or dict(zip(arms, (80, 20), strict=False)))
+    control_rate = next(iter(arms.values())).regenerate
     out: list[InteractionOutcome] = []
     for u in range(users):
         user = f"user-{u:05d}"
         variant = assignment.assign(user).variant
         arm = arms[variant]
+        factor = rng.uniform(0.1, 1.9) if personal else 1.0
+        for k in range(history):
+            created = T0 - timedelta(seconds=rng.uniform(1, 7_200))
+            out.append(
+                outcome(
+                    user=user,
+                    created=created,
+                    settled=batch_time(created + SETTLE, batch_s),
+                    version="v1.0",
+                    session=f"{user}-h{k}",
+                    interaction_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                    regenerated=rng.random() < min(1.0, control_rate * factor),
+                )
+            )
+        if lost and variant != next(iter(arms)) and rng.random() < lost:
+            continue
         for k in range(rng.randint(*per_user)):
             created = T0 + timedelta(seconds=rng.uniform(0, span.total_seconds()))
             settled = batch_time(created + SETTLE, batch_s)
@@ -177,7 +195,7 @@ def experiment_log(
                 "abandoned": rng.random() < arm.abandon,
                 "response_time_ms": round(rng.lognormvariate(math.log(arm.latency_ms), 0.3)),
             }
-            regenerated = rng.random() < arm.regenerate
+            regenerated = rng.random() < min(1.0, arm.regenerate * factor)
             if regenerated and rng.random() < amend_share * 4:
                 # First settled without the regeneration, amended by a late event.
                 out.append(outcome(settled=settled, regenerated=False, **common))
@@ -229,12 +247,14 @@ def run(
 def experiment(
     experiment_id: str = "exp-1", control: str = "v1.0", treatment: str = "v1.1", **fields: Any
 ) -> Experiment:
+    """An experiment record; the simulated logs are small, so 100 users per arm is the minimum."""
     return Experiment.model_validate(
         {
             "experiment_id": experiment_id,
             "revision": 1,
             "control": control,
             "treatment": treatment,
+            "min_users_per_arm": 100,
             "created_at": T0,
             "updated_at": T0,
             **fields,
@@ -281,7 +301,8 @@ def test_a_true_improvement_is_promoted_with_the_numbers_behind_it() -> None:
     assert [d.sequence for d in made] == [1, 2]
     assert promote.looks > first.looks >= 1
     assert promote.as_of > first.as_of
-    assert min(promote.control.interactions, promote.treatment.interactions) >= 500
+    assert min(promote.control.users, promote.treatment.users) >= 100
+    assert promote.min_users_per_arm == 100
     primary = promote.primary
     assert primary is not None
     assert primary.metric is OutcomeMetric.REGENERATION_RATE
@@ -294,7 +315,9 @@ def test_a_true_improvement_is_promoted_with_the_numbers_behind_it() -> None:
     assert primary.ci_high is not None
     assert primary.relative_effect is not None
     assert primary.ci_low < primary.relative_effect < primary.ci_high < 0
-    assert -primary.ci_low >= 0.10
+    assert primary.credible_improvement is not None
+    assert primary.credible_improvement > 0.10
+    assert primary.variance_reduction == 0.0  # nobody has a history before the experiment here
     assert primary.p_value_min <= primary.p_value < 0.025
     assert [g.metric for g in promote.guardrails] == [
         OutcomeMetric.ABANDONMENT_RATE,
@@ -302,6 +325,12 @@ def test_a_true_improvement_is_promoted_with_the_numbers_behind_it() -> None:
     ]
     assert promote.srm.checked
     assert not promote.srm.mismatch
+    assert promote.srm.confirmed
+    assert promote.srm.e_value is not None
+    assert promote.srm.e_value < 1
+    assert promote.assignment is not None
+    assert (promote.assignment.mismatched_users, promote.assignment.mismatch) == (0, False)
+    assert promote.assignment.users == promote.control.users + promote.treatment.users
     assert "better" in promote.reason
     assert "exp-1" in promote.evidence_sql
     assert promote.decision_id == decision_id(experiment(), 2, "promote", "primary_better")
@@ -325,15 +354,47 @@ def test_a_guardrail_that_gets_worse_reverts() -> None:
     assert "abandonment_rate" in last.reason
 
 
-def test_a_broken_assignment_is_invalid_and_nothing_else_is_decided() -> None:
+def test_an_app_that_hard_codes_its_own_assignment_is_caught_by_the_hash_check() -> None:
+    """The app lists the variants the other way round ({v1.1: 20, v1.0: 80}): the users per arm still fit
+    80/20, so the sample-ratio check sees nothing, but recomputing each user's variant from the record
+    finds two in five of them in the wrong arm."""
     arms = {"v1.0": Arm(0.35), "v1.1": Arm(0.18)}
-    log = experiment_log(random.Random(4), arms, weights={"v1.0": 50, "v1.1": 50})
-    _, emitted = run(log, [experiment()])  # the experiment says 80/20
+    log = experiment_log(random.Random(4), arms, weights={"v1.1": 20, "v1.0": 80})
+    _, emitted = run(log, [experiment()])
     made = decisions(emitted)
-    assert made[-1].action is DecisionAction.INVALID
-    assert made[-1].rule is DecisionRule.SAMPLE_RATIO_MISMATCH
-    assert made[-1].srm.mismatch
+    last = made[-1]
+    assert (last.action, last.rule) == (DecisionAction.INVALID, DecisionRule.ASSIGNMENT_MISMATCH)
+    assert not last.srm.mismatch
+    assert last.assignment is not None
+    assert last.assignment.mismatch
+    assert last.assignment.mismatch_share == pytest.approx(0.4, abs=0.05)
     assert all(d.action is not DecisionAction.PROMOTE for d in made)
+
+
+def test_a_logging_bug_that_loses_treatment_users_is_a_sample_ratio_mismatch() -> None:
+    """The variants are right (the hash check passes) but 60% of the treatment's users never reach the log."""
+    arms = {"v1.0": Arm(0.35), "v1.1": Arm(0.18)}
+    log = experiment_log(random.Random(4), arms, users=3_000, lost=0.6)
+    _, emitted = run(log, [experiment()])
+    last = decisions(emitted)[-1]
+    assert (last.action, last.rule) == (DecisionAction.INVALID, DecisionRule.SAMPLE_RATIO_MISMATCH)
+    assert last.srm.mismatch
+    assert last.assignment is not None
+    assert last.assignment.mismatched_users == 0
+
+
+def test_users_history_before_the_experiment_reduces_the_variance() -> None:
+    """Users with their own regeneration rates and two hours of outcomes before the experiment: each brings
+    their rate so far as the CUPED covariate, and the comparison's variance shrinks."""
+    arms = {"v1.0": Arm(0.35), "v1.1": Arm(0.25)}
+    log = experiment_log(random.Random(9), arms, users=1_500, history=12, personal=True)
+    with_history, emitted = run(log, [experiment()])
+    assert with_history.counters.covariates_taken == with_history.counters.users_with_history == 1_500
+    adjusted = [d.primary for d in decisions(emitted) if d.primary is not None]
+    assert adjusted
+    assert all(p.variance_reduction is not None and p.variance_reduction > 0 for p in adjusted)
+    plain = decisions(run(log, [experiment()], config=EvaluatorConfig(cuped=False))[1])
+    assert all(d.primary is None or d.primary.variance_reduction is None for d in plain)
 
 
 def test_each_interaction_counts_once_at_its_highest_version() -> None:
@@ -358,7 +419,10 @@ def test_each_interaction_counts_once_at_its_highest_version() -> None:
 
 
 def test_the_records_do_not_depend_on_how_partitions_interleave() -> None:
-    log = experiment_log(random.Random(6), {"v1.0": Arm(0.35), "v1.1": Arm(0.25)}, amend_share=0.1)
+    """With amendments, duplicates and users' history (their CUPED covariates) in the log."""
+    log = experiment_log(
+        random.Random(6), {"v1.0": Arm(0.35), "v1.1": Arm(0.25)}, amend_share=0.1, history=3, personal=True
+    )
     runs = [
         run(log, [experiment()], seed=seed, advance_every=every)[1]
         for seed, every in ((1, 7), (2, 50), (3, 997))
@@ -478,9 +542,12 @@ def test_a_jump_in_abandonment_alerts_once_and_resolves_once() -> None:
     assert alert.alert_id == alert_id(str(alert.incident_id), "alert")
     assert alert.prompt_version == "v2.0"
     assert alert.opened_at == T0 + timedelta(minutes=15)
-    assert alert.window_start == T0 + timedelta(minutes=16)  # the second breaching window opens it
+    assert alert.window_start == T0 + timedelta(minutes=15)  # 10% -> 45%: one window is evidence enough
+    assert alert.cusum is not None
+    assert alert.cusum_threshold is not None
+    assert alert.cusum >= alert.cusum_threshold
     assert alert.observed > alert.expected_high > alert.expected == pytest.approx(0.10, abs=0.03)
-    assert alert.severity.value == Severity.HIGH.value
+    assert alert.severity.value == AlertSeverity.HIGH.value
     assert alert.window_interactions == 80
     assert resolve.window_start >= T0 + timedelta(minutes=21 + 4)
     assert "prompt_version = 'v2.0'" in alert.evidence_sql
@@ -499,7 +566,7 @@ def test_a_regression_window_takes_the_batch_that_settled_it_and_nothing_later()
         evaluator.offer(0, 0, outcome(user="u", created=created, settled=settled, version="v"))
         evaluator.advance()
     assert evaluator.counters.late_for_regression == 1  # the third came in a later batch
-    state = evaluator.detector("v", Metric.ABANDONMENT_RATE)
+    state = evaluator.detector("v", OutcomeMetric.ABANDONMENT_RATE)
     assert state is not None
     assert [m.n for m in state.baseline] == [2.0]
 
@@ -524,12 +591,6 @@ def test_steady_versions_raise_no_alert() -> None:
 
 # ----------------------------------------------------------------------------------------------------
 # Contract, configuration, ClickHouse
-
-
-def test_contract_enums_mirror_the_library() -> None:
-    assert [m.value for m in OutcomeMetric] == [m.value for m in Metric]
-    assert [a.value for a in DecisionAction] == [a.value for a in Action]
-    assert [r.value for r in DecisionRule] == [r.value for r in Rule]
 
 
 @pytest.mark.parametrize(
@@ -562,7 +623,7 @@ def test_settings_shape_the_evaluator() -> None:
     assert config.window_ms == 30_000
     assert config.settle_delay_ms == 300_000
     assert config.auto_apply
-    assert config.regression_metrics == (Metric.ABANDONMENT_RATE,)
+    assert config.regression_metrics == (OutcomeMetric.ABANDONMENT_RATE,)
     assert config.regression.min_rel_rise == 0.3
     assert config.database == settings.clickhouse.database
     log = as_log(version_log(random.Random(11), jump(0.10, 0.45, 15, 21)))
@@ -575,7 +636,7 @@ def test_evidence_queries_run_and_records_become_rows(chdb_client: Client, chdb_
     migrate(chdb_client, chdb_database)
     db = chdb_database
     chdb_client.query(experiment_evidence_sql(db, "exp-'1"))
-    for metric in Metric:
+    for metric in OutcomeMetric:
         chdb_client.query(regression_evidence_sql(db, "v'1", metric, 60_000, 0, 3_600_000))
     log = experiment_log(random.Random(1), {"v1.0": Arm(0.35), "v1.1": Arm(0.18)})
     made = decisions(run(log, [experiment()])[1])

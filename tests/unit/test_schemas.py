@@ -147,14 +147,6 @@ def test_json_schema_files_match_the_models() -> None:
         assert files[name] == render(schema), f"schemas/json/{name}.json is stale: run `feedbackloop schemas`"
 
 
-#: TODO until merged: the experiments engineer is describing these models' fields on their branch;
-#: once that is merged, this test fails for each name below until the name is removed from here.
-_UNDESCRIBED_UNTIL_MERGED = frozenset(
-    {"Experiment", "ExperimentAction", "ExperimentDecision", "MetricComparison", "SrmCheck"}
-    | {"RegressionAlert"}
-)
-
-
 def _models_within(model: type[BaseModel], seen: set[type[BaseModel]]) -> Iterator[type[BaseModel]]:
     """``model`` and every model its fields hold, however nested (lists, unions, Annotated)."""
     if model in seen:
@@ -178,13 +170,7 @@ def test_every_field_of_every_contract_model_has_a_description() -> None:
     missing = {
         f"{m.__name__}.{name}"
         for m in models
-        if m.__name__ not in _UNDESCRIBED_UNTIL_MERGED
         for name, field in m.model_fields.items()
         if not (field.description or "").strip()
     }
     assert not missing, f"fields without a description: {sorted(missing)}"
-    for name in _UNDESCRIBED_UNTIL_MERGED:
-        model = next(m for m in models if m.__name__ == name)
-        assert any(not f.description for f in model.model_fields.values()), (
-            f"{name} is fully described now: remove it from _UNDESCRIBED_UNTIL_MERGED"
-        )
