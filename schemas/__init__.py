@@ -25,6 +25,7 @@ from schemas.experiments import (
     OutcomeMetric,
     RegressionAlert,
 )
+from schemas.partitioning import partition_for
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -45,6 +46,7 @@ __all__ = [
     "RegressionAlert",
     "format_ms",
     "format_timestamp",
+    "partition_for",
     "signals",
     "to_epoch_ms",
     "topics",
