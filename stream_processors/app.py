@@ -39,6 +39,8 @@ from stream_processors.core import (
 from stream_processors.faust_transport import FastApp, FastConsumer
 
 log = logging.getLogger(__name__)
+#: How often the worker logs where each partition's event time stands.
+_STATUS_EVERY_MS = 30_000
 
 __all__ = ["Pipeline", "TopicNames", "create_app"]
 
@@ -83,6 +85,7 @@ class Pipeline:
         # under way: from then on every assigned input partition gets its state, even one that
         # no event comes to.
         self.recovered: Callable[[], bool] = lambda: False
+        self._last_status_ms = 0
 
     async def process_events(self, messages: Sequence[Any]) -> None:
         """One batch of input messages (Faust messages): through the core, then delivered."""
@@ -123,6 +126,9 @@ class Pipeline:
                 step.pending += ticked.pending
                 step.changelog += ticked.changelog
             await self._deliver(step)
+            if now_ms - self._last_status_ms >= _STATUS_EVERY_MS:
+                self._last_status_ms = now_ms
+                log.info("partitions: %s", self.core.describe(now_ms))
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""

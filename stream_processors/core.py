@@ -299,6 +299,20 @@ class ProcessingCore:
                 self.windows.pop(partition, None)
             self._processed.pop((topic, partition), None)
 
+    def describe(self, now_ms: int) -> str:
+        """One line per open partition for the worker's log: how far event time is behind the wall
+        clock, whether its inputs were read to their end, records held, late sessions waiting."""
+        parts = []
+        for partition in sorted(self.partitions):
+            state = self.partitions[partition]
+            behind = f"{(now_ms - state.watermark_ms) / 1000:.0f}s" if state.watermark_ms else "-"
+            parts.append(
+                f"p{partition}: event time {behind} behind, "
+                f"read to end {self.watermarks[partition].caught_up()}, "
+                f"{len(state.records)} records, {len(state.held_sessions())} late sessions held"
+            )
+        return "; ".join(parts)
+
     def processed_offset(self, topic: str, partition: int) -> int | None:
         """Offset of the last message of ``(topic, partition)`` processed in this assignment."""
         return self._processed.get((topic, partition))

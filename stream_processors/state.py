@@ -162,9 +162,16 @@ class PartitionState:
         self.retention_ms = int(pipeline.retention_s * 1000)
         self.late_horizon_ms = int(pipeline.late_horizon_s * 1000)
         self.quiet_ms = int(pipeline.idle_advance_s * 1000)
+        self.lateness_ms = int(pipeline.allowed_lateness_s * 1000)
+        #: Wall-clock time a record stays after it was last touched, even once event time has passed its
+        #: horizon: what a session's later events take to arrive when the watermark ran ahead of it
+        #: (another session's newer events in the same batch, a topic read ahead of the other).
+        self.expire_grace_ms = min(self.retention_ms, max(10 * self.quiet_ms, 30_000))
         self.records: dict[UUID, Record] = {}
         self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
+        #: The newest event time applied (epoch ms): where event time is about to be.
+        self.newest_ms = 0
         #: The latest wall-clock reading passed in (epoch ms).
         self.now_ms = 0
         self.counters = Counters()
@@ -237,8 +244,10 @@ class PartitionState:
         )
 
     def _is_behind(self, anchor_ms: int) -> bool:
-        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created."""
-        return anchor_ms + self.settle_delay_ms <= self.watermark_ms
+        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created: the
+        watermark, or the newest event applied (where the watermark is about to go), passed it."""
+        frontier = max(self.watermark_ms, self.newest_ms - self.lateness_ms)
+        return anchor_ms + self.settle_delay_ms <= frontier
 
     def _hold(self, record: Record) -> None:
         """Hold a late record until its session goes quiet (see the module docstring)."""
@@ -263,6 +272,8 @@ class PartitionState:
         too_late = self._too_late(interaction.created_ms)
         if too_late is not None:
             return [LostEvent(self.partition, None, interaction, too_late, "too_late")]
+        if interaction.created_ms > self.newest_ms:
+            self.newest_ms = interaction.created_ms
         if interaction.session_id in self._session_wall:
             self._session_wall[interaction.session_id] = self.now_ms
         record = self.records.get(interaction.interaction_id)
@@ -376,6 +387,8 @@ class PartitionState:
         too_late = self._too_late(feedback.created_ms)
         if too_late is not None:
             return [LostEvent(self.partition, feedback, None, too_late, "too_late")]
+        if feedback.created_ms > self.newest_ms:
+            self.newest_ms = feedback.created_ms
         if feedback.session_id in self._session_wall:
             self._session_wall[feedback.session_id] = self.now_ms
         if record is not None and record.interaction is not None:
@@ -519,8 +532,8 @@ class PartitionState:
                     self._settle(record, out)
 
     def _expire_if_due(self, interaction_id: UUID, out: list[Emit | LostEvent]) -> None:
-        """Expire a record once event time has passed its horizon and, for a late record, once
-        ``retention`` of wall-clock time has passed since it was last touched; else look again then."""
+        """Expire a record once event time has passed its horizon and wall-clock time has passed the
+        grace (for a late record: ``retention``) since it was last touched; else look again then."""
         record = self.records.get(interaction_id)
         if record is None:
             return
@@ -528,11 +541,12 @@ class PartitionState:
         if due > self.watermark_ms:  # the interaction arrived after the placeholder: its own time counts
             heapq.heappush(self._expire_heap, (due, interaction_id))
             return
-        if record.late:
-            wall_due = record.touched_wall_ms + self.retention_ms
-            if wall_due > self.now_ms or record.session_id in self._session_wall:
-                heapq.heappush(self._expire_wall_heap, (max(wall_due, self.now_ms + 1), interaction_id))
-                return
+        wall_due = record.touched_wall_ms + (self.retention_ms if record.late else self.expire_grace_ms)
+        held = record.session_id in self._session_wall  # its session has not settled yet
+        # With no wall clock (offline, now 0) event time alone decides, but a held session still waits.
+        if held or (self.now_ms > 0 and wall_due > self.now_ms):
+            heapq.heappush(self._expire_wall_heap, (max(wall_due, self.now_ms + 1), interaction_id))
+            return
         out.extend(self._expire(record))
 
     def _emit_outcome(self, record: Record) -> Iterator[Emit]:
@@ -599,6 +613,10 @@ class PartitionState:
                 "FEEDBACKLOOP_PIPELINE__RETENTION_S)",
                 "orphan_feedback",
             )
+
+    def held_sessions(self) -> list[str]:
+        """Late sessions whose records wait for the session to go quiet."""
+        return list(self._session_wall)
 
     # ----------------------------------------------------------------- changes
 

@@ -399,3 +399,24 @@ def test_the_floor_is_the_first_millisecond_of_2000() -> None:
     assert timedelta(milliseconds=EVENT_TIME_FLOOR_MS) == datetime(2000, 1, 1, tzinfo=UTC) - datetime(
         1970, 1, 1, tzinfo=UTC
     )
+
+
+def test_a_late_session_split_by_newer_traffic_in_a_backlog_keeps_its_feedback() -> None:
+    """A backlog batch: an old session's interactions first, then newer traffic that carries the
+    watermark past them; the old session's feedback only comes in the next batch."""
+    old = _session(NOW_MS - 3 * HOUR_MS, session="old")
+    live = _session(NOW_MS - 60_000, session="live", user="u2")
+    first = [e for e in old if isinstance(e, InteractionEvent)] + live
+    second = [e for e in old if isinstance(e, FeedbackEvent)]
+    state = PartitionState(0, SETTINGS)
+    out: list[Emit | LostEvent] = []
+    for event in first:
+        out += apply_event(state, event, to_epoch_ms(event.created_at), -1, NOW_MS)
+    out += state.advance(NOW_MS - 65_000, NOW_MS, inputs_read=False)
+    for event in second:  # a second later, in the next batch
+        out += apply_event(state, event, to_epoch_ms(event.created_at), -1, NOW_MS + 1_000)
+    out += state.advance(NOW_MS - 60_000, NOW_MS + 1_000, inputs_read=False)
+    end = NOW_MS + 2 * HOUR_MS
+    out += state.advance(end, end, inputs_read=True)
+    assert _lost(out) == []
+    assert _outcomes(out) == {**_on_time(old), **_on_time(live)}
