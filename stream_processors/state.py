@@ -17,9 +17,10 @@ on time; only ``settled_at`` and ``amended`` may differ. Events further behind t
 interaction of another user or session is never joined (``ownership_mismatch``). The wall clock is
 passed in, never read.
 
-It does no I/O: it returns what to emit and which records changed, and the
-Faust wiring (``stream_processors.app``) sends the emissions, waits for them to be acknowledged,
-and only then writes the changed records to the changelog. That order — outputs, then state,
+It does no I/O: it returns what to emit and which records changed; the core
+(``stream_processors.core``) hands both to its transport (the Faust worker, ``stream_processors.app``),
+which sends the emissions, waits for them to be acknowledged, and only then writes the changed
+records to the changelog. That order — outputs, then state,
 then consumer offsets — is what keeps results exact when a worker dies at any moment: a replay
 re-derives the same outputs with the same versions, and duplicates of inputs are recognised by
 their ``event_id`` in the state.
