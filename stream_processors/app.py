@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -54,7 +54,8 @@ class TableStores:
     def recovered(self, store: Store) -> list[tuple[str, bytes]]:
         """Every record Faust recovered into ``store`` and the core has not taken yet."""
         # Faust recovers the changelog into its in-memory store before it hands us events of a
-        # partition (from the earliest offset, on every assignment).
+        # partition: from the earliest offset when the partition is new to this worker, else from
+        # where its last recovery stopped, on top of what the store holds (hence hand_back).
         data = self.stores.get(store)
         if data is None:
             return []
@@ -68,6 +69,14 @@ class TableStores:
         for key in keys:
             data.pop(key.encode(), None)
             data.pop(key, None)
+
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """Put the records of a revoked partition back into Faust's store (see the core's forget)."""
+        data = self.stores.get(store)
+        if data is None:
+            return
+        for key, value in records.items():
+            data[key.encode()] = value
 
 
 class Pipeline:

@@ -27,7 +27,7 @@ read to its end is asked through a callable, and recovered changelog records com
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -188,6 +188,10 @@ class ChangelogRecovery(Protocol):
     def release(self, store: Store, keys: Iterable[str]) -> None:
         """The core holds these records now; the source may forget its copies."""
 
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """The core lets these records go (its partition was revoked): the source keeps them as they
+        are, so a recovery that resumes where it stopped (the same worker, reassigned) has them all."""
+
 
 class NothingRecovered:
     """No changelog to recover from: every partition starts empty."""
@@ -198,6 +202,9 @@ class NothingRecovered:
 
     def release(self, store: Store, keys: Iterable[str]) -> None:
         """Nothing to forget."""
+
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """Nowhere to keep them: a reassigned partition starts again from nothing."""
 
 
 def input_read_to_end(high: int | None, handed: int | None, processed: int | None) -> bool | None:
@@ -293,10 +300,16 @@ class ProcessingCore:
         """Drop the state of ``(topic, partition)``s this worker no longer owns (the changelog has it)."""
         for topic, partition in revoked:
             if topic in self._inputs:
-                self.partitions.pop(partition, None)
+                state = self.partitions.pop(partition, None)
                 self.watermarks.pop(partition, None)
+                if state is not None:
+                    # Faust resumes a partition reassigned to this worker from where its recovery
+                    # stopped, on top of its store: the records the core took must be back there.
+                    self.recovery.hand_back(RECORDS, state.snapshot())
             elif topic == self.names.contributions:
-                self.windows.pop(partition, None)
+                windows = self.windows.pop(partition, None)
+                if windows is not None:
+                    self.recovery.hand_back(WINDOWS, windows.snapshot())
             self._processed.pop((topic, partition), None)
 
     def describe(self, now_ms: int) -> str:

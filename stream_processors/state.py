@@ -615,6 +615,10 @@ class PartitionState:
                 "orphan_feedback",
             )
 
+    def snapshot(self) -> dict[str, bytes]:
+        """Every record as its changelog entry (key, bytes): what the state is, all of it."""
+        return {str(i): record.encode(self.partition) for i, record in self.records.items()}
+
     def held_sessions(self) -> list[str]:
         """Late sessions whose records wait for the session to go quiet."""
         return list(self._session_wall)
