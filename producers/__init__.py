@@ -24,7 +24,13 @@ if TYPE_CHECKING:
         read_experiment,
     )
     from producers.client import DeliveryError, EventPublisher
-    from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
+    from producers.errors import (
+        BufferFullError,
+        ClientClosedError,
+        EventTimeError,
+        EventTooLargeError,
+        NotAcceptingError,
+    )
     from producers.impact import UserImpact, fetch_impact
     from producers.redaction import Redactor
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
@@ -41,6 +47,7 @@ _HOMES = {
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
     "ClientClosedError": "producers.errors",
+    "EventTimeError": "producers.errors",
     "EventTooLargeError": "producers.errors",
     "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
@@ -74,6 +81,7 @@ __all__ = [
     "ClientClosedError",
     "DeliveryError",
     "EventPublisher",
+    "EventTimeError",
     "EventTooLargeError",
     "Experiment",
     "ExperimentNotFoundError",

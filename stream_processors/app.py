@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -39,6 +39,8 @@ from stream_processors.core import (
 from stream_processors.faust_transport import FastApp, FastConsumer
 
 log = logging.getLogger(__name__)
+#: How often the worker logs where each partition's event time stands.
+_STATUS_EVERY_MS = 30_000
 
 __all__ = ["Pipeline", "TopicNames", "create_app"]
 
@@ -52,7 +54,8 @@ class TableStores:
     def recovered(self, store: Store) -> list[tuple[str, bytes]]:
         """Every record Faust recovered into ``store`` and the core has not taken yet."""
         # Faust recovers the changelog into its in-memory store before it hands us events of a
-        # partition (from the earliest offset, on every assignment).
+        # partition: from the earliest offset when the partition is new to this worker, else from
+        # where its last recovery stopped, on top of what the store holds (hence hand_back).
         data = self.stores.get(store)
         if data is None:
             return []
@@ -66,6 +69,14 @@ class TableStores:
         for key in keys:
             data.pop(key.encode(), None)
             data.pop(key, None)
+
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """Put the records of a revoked partition back into Faust's store (see the core's forget)."""
+        data = self.stores.get(store)
+        if data is None:
+            return
+        for key, value in records.items():
+            data[key.encode()] = value
 
 
 class Pipeline:
@@ -83,6 +94,7 @@ class Pipeline:
         # under way: from then on every assigned input partition gets its state, even one that
         # no event comes to.
         self.recovered: Callable[[], bool] = lambda: False
+        self._last_status_ms = 0
 
     async def process_events(self, messages: Sequence[Any]) -> None:
         """One batch of input messages (Faust messages): through the core, then delivered."""
@@ -92,7 +104,7 @@ class Pipeline:
     async def process_contributions(self, messages: Sequence[Any]) -> None:
         """One batch of metric contributions: through the core, then delivered."""
         async with self.lock:
-            await self._deliver(self.core.process_contributions(messages))
+            await self._deliver(self.core.process_contributions(messages, _now_ms()))
 
     async def tick(self) -> None:
         """Let quiet partitions' watermarks follow the wall clock (settles the last interactions)."""
@@ -102,7 +114,8 @@ class Pipeline:
         async with self.lock:
             if self.recovered():
                 self.core.open_partitions(
-                    tp.partition for tp in consumer.assignment() if tp.topic == self.names.interactions
+                    (tp.partition for tp in consumer.assignment() if tp.topic == self.names.interactions),
+                    _now_ms(),
                 )
             if not self.core.partitions:
                 return
@@ -122,6 +135,9 @@ class Pipeline:
                 step.pending += ticked.pending
                 step.changelog += ticked.changelog
             await self._deliver(step)
+            if now_ms - self._last_status_ms >= _STATUS_EVERY_MS:
+                self._last_status_ms = now_ms
+                log.info("partitions: %s", self.core.describe(now_ms))
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""

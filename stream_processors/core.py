@@ -27,7 +27,7 @@ read to its end is asked through a callable, and recovered changelog records com
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -35,7 +35,8 @@ import orjson
 
 from infra.groups import contributions_topic
 from infra.settings import PipelineSettings, Settings
-from schemas import DeadLetter, format_ms, to_epoch_ms, topics
+from schemas import DeadLetter, to_epoch_ms, topics
+from schemas.events import event_time_error
 from stream_processors.decode import InvalidInputError, apply_event, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState
 from stream_processors.watermark import Watermark
@@ -187,6 +188,10 @@ class ChangelogRecovery(Protocol):
     def release(self, store: Store, keys: Iterable[str]) -> None:
         """The core holds these records now; the source may forget its copies."""
 
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """The core lets these records go (its partition was revoked): the source keeps them as they
+        are, so a recovery that resumes where it stopped (the same worker, reassigned) has them all."""
+
 
 class NothingRecovered:
     """No changelog to recover from: every partition starts empty."""
@@ -197,6 +202,9 @@ class NothingRecovered:
 
     def release(self, store: Store, keys: Iterable[str]) -> None:
         """Nothing to forget."""
+
+    def hand_back(self, store: Store, records: Mapping[str, bytes]) -> None:
+        """Nowhere to keep them: a reassigned partition starts again from nothing."""
 
 
 def input_read_to_end(high: int | None, handed: int | None, processed: int | None) -> bool | None:
@@ -234,8 +242,10 @@ class ProcessingCore:
         self.watermarks: dict[int, Watermark] = {}
         self.windows: dict[int, WindowState] = {}
         self.window_ms = pipeline.metrics_window_s * 1000
-        #: Inputs that failed validation (they went to the dead-letter topic).
+        #: Inputs that failed validation, and those dated in the future (both dead-lettered).
         self.invalid = 0
+        self.future = 0
+        self._max_skew_ms = int(pipeline.max_future_skew_s * 1000)
         self._processed: dict[tuple[str, int], int] = {}
         self._inputs = (names.interactions, names.feedback)
         self._topic_of = {
@@ -247,26 +257,31 @@ class ProcessingCore:
 
     # ------------------------------------------------------------ state lifecycle
 
-    def _open(self, partition: int) -> PartitionState:
-        state = PartitionState.restore(partition, self.pipeline, self.recovery.recovered(RECORDS))
+    def _open(self, partition: int, now_ms: int) -> PartitionState:
+        state = PartitionState.restore(partition, self.pipeline, self.recovery.recovered(RECORDS), now_ms)
         # From here on the partition's state lives in the core; the source's copy would double the
         # memory and go stale (it is recovered again from the changelog on reassignment).
         self.recovery.release(RECORDS, [str(i) for i in state.records])
         self.partitions[partition] = state
         watermark = Watermark(
-            int(self.pipeline.allowed_lateness_s * 1000), int(self.pipeline.idle_advance_s * 1000)
+            int(self.pipeline.allowed_lateness_s * 1000),
+            int(self.pipeline.idle_advance_s * 1000),
+            created_wall_ms=now_ms,
         )
         watermark.register(*self._inputs)
         self.watermarks[partition] = watermark
         log.info("partition %d: restored %d records", partition, len(state.records))
         return state
 
-    def _open_windows(self, partition: int) -> WindowState:
+    def _open_windows(self, partition: int, now_ms: int) -> WindowState:
         state = WindowState.restore(
             partition,
             self.window_ms,
             int(self.pipeline.metrics_retention_s * 1000),
             self.recovery.recovered(WINDOWS),
+            late_horizon_ms=int(self.pipeline.late_horizon_s * 1000),
+            linger_ms=int(self.pipeline.retention_s * 1000),
+            now_ms=now_ms,
         )
         self.recovery.release(
             WINDOWS, [WindowState.member_key(w, i) for w, members in state.windows.items() for i in members]
@@ -274,22 +289,42 @@ class ProcessingCore:
         self.windows[partition] = state
         return state
 
-    def open_partitions(self, partitions: Iterable[int]) -> None:
+    def open_partitions(self, partitions: Iterable[int], now_ms: int) -> None:
         """Restore the state of these input partitions now, if not yet open (a partition whose input
         was all read before a restart gets no event, yet its recovered records may wait to settle)."""
         for partition in partitions:
             if partition not in self.partitions:
-                self._open(partition)
+                self._open(partition, now_ms)
 
     def forget(self, revoked: Iterable[tuple[str, int]]) -> None:
         """Drop the state of ``(topic, partition)``s this worker no longer owns (the changelog has it)."""
         for topic, partition in revoked:
             if topic in self._inputs:
-                self.partitions.pop(partition, None)
+                state = self.partitions.pop(partition, None)
                 self.watermarks.pop(partition, None)
+                if state is not None:
+                    # Faust resumes a partition reassigned to this worker from where its recovery
+                    # stopped, on top of its store: the records the core took must be back there.
+                    self.recovery.hand_back(RECORDS, state.snapshot())
             elif topic == self.names.contributions:
-                self.windows.pop(partition, None)
+                windows = self.windows.pop(partition, None)
+                if windows is not None:
+                    self.recovery.hand_back(WINDOWS, windows.snapshot())
             self._processed.pop((topic, partition), None)
+
+    def describe(self, now_ms: int) -> str:
+        """One line per open partition for the worker's log: how far event time is behind the wall
+        clock, whether its inputs were read to their end, records held, late sessions waiting."""
+        parts = []
+        for partition in sorted(self.partitions):
+            state = self.partitions[partition]
+            behind = f"{(now_ms - state.watermark_ms) / 1000:.0f}s" if state.watermark_ms else "-"
+            parts.append(
+                f"p{partition}: event time {behind} behind, "
+                f"read to end {self.watermarks[partition].caught_up()}, "
+                f"{len(state.records)} records, {len(state.held_sessions())} late sessions held"
+            )
+        return "; ".join(parts)
 
     def processed_offset(self, topic: str, partition: int) -> int | None:
         """Offset of the last message of ``(topic, partition)`` processed in this assignment."""
@@ -308,7 +343,7 @@ class ProcessingCore:
             partition = message.partition
             state = partitions.get(partition)
             if state is None:
-                state = self._open(partition)
+                state = self._open(partition, now_ms)
             touched.add(partition)
             processed[(message.topic, partition)] = message.offset
             self._apply(state, message, now_ms, publish)
@@ -342,8 +377,13 @@ class ProcessingCore:
             publish.append(self._dead_letter(message, exc.reason, exc.error_type))
             return
         created_ms = to_epoch_ms(event.created_at)
+        if now_ms > 0 and (forged := event_time_error(created_ms, now_ms, self._max_skew_ms)) is not None:
+            # A forged or broken clock never moves event time: no watermark, no window, no outcome.
+            self.future += 1
+            publish.append(self._dead_letter(message, forged, "future_event_time"))
+            return
         self.watermarks[state.partition].observe(topic, created_ms, now_ms)
-        caused = apply_event(state, event, created_ms, message.offset)
+        caused = apply_event(state, event, created_ms, message.offset, now_ms)
         if not caused:
             return
         # What an event caused keeps the event's publish time, so latency is measurable end to end.
@@ -352,15 +392,24 @@ class ProcessingCore:
         for item in caused:
             if isinstance(item, Emit):
                 publish.append((topic_of[item.kind], item.key.encode(), item.value, None, stamp))
+            elif item.feedback is not None and item.feedback.event_id != event.event_id:
+                # Feedback read earlier that the interaction now disowns: its own message, from state.
+                letter = self._lost(item)
+                if letter is not None:
+                    publish.append(letter)
             else:
                 publish.append(self._dead_letter(message, item.reason, item.error_type))
 
     def _advance(self, partition: int, now_ms: int, read_to_end: ReadToEnd, publish: list[Pending]) -> None:
         watermark = self.watermarks[partition]
+        inputs_read = True
         for topic in self._inputs:
-            watermark.set_caught_up(topic, read_to_end(topic, partition) is True)
+            done = read_to_end(topic, partition) is True
+            watermark.set_caught_up(topic, done)
+            inputs_read = inputs_read and done
         topic_of = self._topic_of
-        for item in self.partitions[partition].advance(watermark.advance(now_ms)):
+        advanced = watermark.advance(now_ms)
+        for item in self.partitions[partition].advance(advanced, now_ms or None, inputs_read):
             if isinstance(item, Emit):
                 publish.append((topic_of[item.kind], item.key.encode(), item.value, None, 0))
             else:
@@ -417,21 +466,7 @@ class ProcessingCore:
         fb = item.feedback
         if fb is None:
             return None
-        value = orjson.dumps(
-            {
-                "schema_version": 1,
-                "event_id": fb.event_id,
-                "interaction_id": fb.interaction_id,
-                "user_id": fb.user_id,
-                "session_id": fb.session_id,
-                "created_at": format_ms(fb.created_ms),
-                "feedback_type": fb.feedback_type,
-                "corrected_output": fb.corrected_output,
-                "copied_chars": fb.copied_chars,
-                "dwell_ms": fb.dwell_ms,
-                "comment": fb.comment,
-            }
-        )
+        value = orjson.dumps(fb.to_event())
         return self._letter(
             self.names.feedback,
             item.partition,
@@ -444,8 +479,9 @@ class ProcessingCore:
 
     # ------------------------------------------------------------ the windows stage
 
-    def process_contributions(self, messages: Sequence[InputMessage]) -> Step:
-        """One batch of metric contributions: update their windows, emit the changed aggregates."""
+    def process_contributions(self, messages: Sequence[InputMessage], now_ms: int = 0) -> Step:
+        """One batch of metric contributions: update their windows, emit the changed aggregates
+        (``now_ms``: the wall clock, which late windows linger by; 0 when there is none)."""
         publish: list[Pending] = []
         touched: set[int] = set()
         windows = self.windows
@@ -453,7 +489,7 @@ class ProcessingCore:
             partition = message.partition
             state = windows.get(partition)
             if state is None:
-                state = self._open_windows(partition)
+                state = self._open_windows(partition, now_ms)
             touched.add(partition)
             try:
                 window = message.key.decode()  # type: ignore[union-attr]  # None is caught below
@@ -467,13 +503,13 @@ class ProcessingCore:
                     self._dead_letter(message, f"not a metric contribution: {exc}", "invalid_message")
                 )
                 continue
-            state.apply(window, contribution)
+            state.apply(window, contribution, now_ms or None)
         metrics = self.names.metrics
         for partition in touched:
             state = windows[partition]
             for window, aggregate in state.emissions():
                 publish.append((metrics, window.encode(), aggregate, None, 0))
-            state.expire()
+            state.expire(now_ms or None)
         return Step(publish, self._window_changes(touched))
 
     def _window_changes(self, partitions: Collection[int]) -> list[ChangelogWrite]:

@@ -51,6 +51,9 @@ class Changelog:
     def release(self, store: Store, keys: Iterable[str]) -> None:
         self.released[store].extend(keys)
 
+    def hand_back(self, store: Store, records: Any) -> None:
+        self.released[store] = [k for k in self.released[store] if k not in records]
+
 
 def interaction(session: str = "s1", at: datetime = T0, **extra: Any) -> InteractionEvent:
     return InteractionEvent(
@@ -158,7 +161,7 @@ def test_state_restored_from_the_changelog_settles_like_the_original() -> None:
     changelog.write(first.process_events(events, 0, never).changelog)
     # Its successor gets no event: the partition is opened from the changelog and settled by the clock.
     second = ProcessingCore(PIPELINE, NAMES, changelog)
-    second.open_partitions([0, 0])
+    second.open_partitions([0, 0], 0)
     assert changelog.released[RECORDS] == [str(x.interaction_id)]
     assert list(second.tick(LATER, never).messages()) == []  # not read to the end: time holds
     settled = second.tick(LATER, always)
@@ -278,3 +281,64 @@ def test_a_tick_can_advance_one_partition_at_a_time() -> None:
     assert [o["interaction_id"] for o in published(core.tick(LATER, answer), NAMES.outcomes)] == [
         str(first.interaction_id)
     ]
+
+
+class ResumingStore:
+    """Faust's in-memory table store as a worker sees it: a recovery copies what the changelog got
+    since this worker's last recovery on top of what the store holds (the core's own writes reach
+    the store only that way); a partition that stays with the worker is not read again from the start."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[Store, str, bytes | None]] = []
+        self.data: dict[Store, dict[str, bytes]] = {RECORDS: {}, WINDOWS: {}}
+        self._read = 0
+
+    def write(self, writes: Iterable[ChangelogWrite]) -> None:
+        self.log.extend((store, key.decode(), value) for store, _p, key, value in writes)
+
+    def recover(self) -> None:
+        for store, key, value in self.log[self._read :]:
+            if value is None:
+                self.data[store].pop(key, None)
+            else:
+                self.data[store][key] = value
+        self._read = len(self.log)
+
+    def recovered(self, store: Store) -> list[tuple[str, bytes]]:
+        return list(self.data[store].items())
+
+    def release(self, store: Store, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.data[store].pop(key, None)
+
+    def hand_back(self, store: Store, records: Any) -> None:
+        self.data[store].update(records)
+
+
+def test_a_partition_reassigned_to_the_same_worker_keeps_the_records_it_did_not_touch() -> None:
+    """Revoked and assigned back (another worker joined): Faust resumes the recovery where it stopped,
+    on top of its store, so the records the core took from the store must be handed back."""
+    store = ResumingStore()
+    before = ProcessingCore(PIPELINE, NAMES)  # the previous owner: its records are in the changelog
+    a = interaction("sa")
+    store.write(before.process_events([message(a, 0)], 0, never).changelog)
+
+    store.recover()
+    core = ProcessingCore(PIPELINE, NAMES, store)
+    b = interaction("sb", at=T0 + timedelta(seconds=5))
+    store.write(core.process_events([message(b, 1)], 0, never).changelog)  # restores a, adds b
+    assert len(core.partitions[0].records) == 2
+
+    core.forget([(NAMES.interactions, 0), (NAMES.feedback, 0)])  # a rebalance...
+    store.recover()  # ...that gives partition 0 back: only what was written since is read
+    core.open_partitions([0], LATER)
+    assert {r.interaction_id for r in core.partitions[0].records.values()} == {
+        a.interaction_id,
+        b.interaction_id,
+    }
+    settled = core.tick(LATER + 60_000, lambda _t, _p: True)
+    outcomes = [v for topic, _, v, _, _ in settled.pending if topic == NAMES.outcomes]
+    assert {o["interaction_id"] for o in outcomes if isinstance(o, dict)} == {
+        a.interaction_id,
+        b.interaction_id,
+    }
