@@ -192,6 +192,22 @@ def schemas_cmd() -> None:
         console.print(f"wrote {path}")
 
 
+def _broker_for_bench(settings: Settings) -> None:
+    """Use the broker that answers at the configured bootstrap servers; start the local one only if
+    none does (a second broker on the same port would fail, and a shared one must not be touched)."""
+    from infra.kafka import KafkaUnavailableError, ensure_topics, public_topic_names, wait_for_broker
+
+    try:
+        wait_for_broker(settings.kafka, timeout_s=3.0)
+    except KafkaUnavailableError:
+        try:
+            localstack.up(settings.stack, settings.kafka)
+        except localstack.StackError as exc:
+            fail(str(exc))
+        return
+    ensure_topics(settings.kafka, public_topic_names(settings.kafka))
+
+
 @app.command("bench")
 def bench_cmd(
     interactions: Annotated[int, typer.Option(help="Interactions in the generated workload.")] = 40_000,
@@ -203,10 +219,7 @@ def bench_cmd(
     from feedbackloop.bench import run_pipeline_bench
 
     settings = load_settings()
-    try:
-        localstack.up(settings.stack, settings.kafka)
-    except localstack.StackError as exc:
-        fail(str(exc))
+    _broker_for_bench(settings)
     with console.status(f"benchmarking the pipeline with {interactions:,} interactions ..."):
         figures = run_pipeline_bench(settings, interactions, rate)
     table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark (1 worker process)")

@@ -35,9 +35,9 @@ import orjson
 
 from infra.groups import contributions_topic
 from infra.settings import PipelineSettings, Settings
-from schemas import DeadLetter, to_epoch_ms, topics
+from schemas import DeadLetter, topics
 from schemas.events import event_time_error
-from stream_processors.decode import InvalidInputError, apply_event, decode_input
+from stream_processors.decode import InvalidInputError, apply_facts, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState
@@ -261,7 +261,7 @@ class ProcessingCore:
         state = PartitionState.restore(partition, self.pipeline, self.recovery.recovered(RECORDS), now_ms)
         # From here on the partition's state lives in the core; the source's copy would double the
         # memory and go stale (it is recovered again from the changelog on reassignment).
-        self.recovery.release(RECORDS, [str(i) for i in state.records])
+        self.recovery.release(RECORDS, list(state.records))
         self.partitions[partition] = state
         watermark = Watermark(
             int(self.pipeline.allowed_lateness_s * 1000),
@@ -371,19 +371,19 @@ class ProcessingCore:
     ) -> None:
         topic = message.topic
         try:
-            event = decode_input(topic == self.names.interactions, message.key, message.value)
+            facts = decode_input(topic == self.names.interactions, message.key, message.value, message.offset)
         except InvalidInputError as exc:
             self.invalid += 1
             publish.append(self._dead_letter(message, exc.reason, exc.error_type))
             return
-        created_ms = to_epoch_ms(event.created_at)
+        created_ms = facts.created_ms
         if now_ms > 0 and (forged := event_time_error(created_ms, now_ms, self._max_skew_ms)) is not None:
             # A forged or broken clock never moves event time: no watermark, no window, no outcome.
             self.future += 1
             publish.append(self._dead_letter(message, forged, "future_event_time"))
             return
         self.watermarks[state.partition].observe(topic, created_ms, now_ms)
-        caused = apply_event(state, event, created_ms, message.offset, now_ms)
+        caused = apply_facts(state, facts, now_ms)
         if not caused:
             return
         # What an event caused keeps the event's publish time, so latency is measurable end to end.
@@ -392,7 +392,7 @@ class ProcessingCore:
         for item in caused:
             if isinstance(item, Emit):
                 publish.append((topic_of[item.kind], item.key.encode(), item.value, None, stamp))
-            elif item.feedback is not None and item.feedback.event_id != event.event_id:
+            elif item.feedback is not None and item.feedback.event_id != facts.event_id:
                 # Feedback read earlier that the interaction now disowns: its own message, from state.
                 letter = self._lost(item)
                 if letter is not None:
@@ -426,9 +426,9 @@ class ProcessingCore:
                 continue
             upserts, deleted = state.take_changes()
             for interaction_id, value in upserts.items():
-                append(_new(ChangelogWrite, (RECORDS, partition, str(interaction_id).encode(), value)))
+                append(_new(ChangelogWrite, (RECORDS, partition, interaction_id.encode(), value)))
             for interaction_id in deleted:
-                append(_new(ChangelogWrite, (RECORDS, partition, str(interaction_id).encode(), None)))
+                append(_new(ChangelogWrite, (RECORDS, partition, interaction_id.encode(), None)))
         return changes
 
     def _dead_letter(self, message: InputMessage, reason: str, error: str) -> Pending:
