@@ -99,7 +99,7 @@ def test_processor_facts_equal_the_models_and_refusals_keep_the_models_reasons()
     for event in EVENTS[:: max(1, len(EVENTS) // 15)]:
         model = _model_of(event)
         is_interaction = model is InteractionEvent
-        key = event.session_id.encode()  # type: ignore[attr-defined]
+        key = event.session_id.encode()
         for data in _variants(event):
             try:
                 expected = model.model_validate_json(data)
@@ -111,7 +111,7 @@ def test_processor_facts_equal_the_models_and_refusals_keep_the_models_reasons()
                 assert first["msg"] in refusal.value.reason
                 refused += 1
                 continue
-            if expected.session_id != event.session_id:  # type: ignore[attr-defined]
+            if expected.session_id != event.session_id:
                 continue  # a key mismatch: its own dead letter
             facts = decode_input(is_interaction, key, data, 7)
             ms = to_epoch_ms(expected.created_at)
