@@ -187,7 +187,7 @@ def test_every_edit_is_joined_and_emits_its_operations_once(feedback_first: bool
     assert state.apply_feedback(edit) == []  # a duplicate emits nothing
     value = emitted[1].value  # type: ignore[union-attr]
     model = EditOperations.model_validate_json(orjson.dumps(value))
-    assert model.event_id == edit.event_id
+    assert str(model.event_id) == edit.event_id
     assert model.input_category == "writing"
     assert model.edit_size == "small"
     assert [op.corrected_norm for op in model.operations] == ["hi <name>"]
