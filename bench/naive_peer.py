@@ -11,7 +11,7 @@ the processors' on the same workload and broker.
 Run by ``feedbackloop bench`` as a child process::
 
     python bench/naive_peer.py --bootstrap 127.0.0.1:9092 --interactions T1 --feedback T2 \
-        --app-id G --chdb DIR --stats FILE worker -l warning
+        --app-id G --chdb DIR --stats FILE worker -l warn
 
 It writes ``{"events": n, "rows": n}`` to ``--stats`` every second.
 """
@@ -156,7 +156,7 @@ def build(args: argparse.Namespace) -> faust.App:
 
 
 def main() -> None:
-    """Parse the peer's own options; the rest goes to Faust's command line (``worker -l warning``)."""
+    """Parse the peer's own options; the rest goes to Faust's command line (``worker -l warn``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--bootstrap", "--interactions", "--feedback", "--app-id", "--chdb", "--stats", "--datadir"):
         parser.add_argument(name, required=True)

@@ -131,14 +131,15 @@ def _slots(cls: type) -> list[str]:
 
 
 def state_bytes_per_open_interaction(prepared: Prepared, settings: Settings) -> dict[str, float]:
-    """The processors' state after the workload is read but before anything expires: bytes per
-    record held (interaction, feedback, links, indexes, heaps) and per window member."""
+    """The processors' state once the workload is read (what is still inside its observation window
+    or retention is held): bytes per record held (interaction, feedback, links, indexes, heaps) and
+    per window member."""
     offline = OfflinePipeline(
         settings.pipeline, partitions=settings.kafka.partitions, batch=settings.pipeline.batch_max_events
     )
     for message in prepared.messages:
         offline.feed(message)
-    offline.finish()  # settled, not yet expired: the wall clock of finish() is before the expiry grace
+    offline.flush()  # everything read; what event time has not yet expired is held
     core = offline.core
     records = sum(len(state.records) for state in core.partitions.values())
     members = sum(len(m) for w in core.windows.values() for m in w.windows.values())
@@ -356,7 +357,7 @@ def naive_peer(base: Settings, prepared: Prepared, timeout_s: float = 1800) -> d
         sys.executable, str(NAIVE_PEER), "--bootstrap", settings.kafka.bootstrap_servers,
         "--interactions", names[0], "--feedback", names[1], "--app-id", f"naive-{ns}",
         "--chdb", str(workdir / "chdb"), "--stats", str(stats), "--datadir", str(workdir / "faust"),
-        "--partitions", str(settings.kafka.partitions), "worker", "-l", "warning",
+        "--partitions", str(settings.kafka.partitions), "worker", "-l", "warn",
     ]  # fmt: skip
     with open(workdir / "naive.log", "ab") as log:
         peer = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

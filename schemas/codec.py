@@ -221,6 +221,8 @@ class FastDecoder:
         self._derived = _derive(model)
         self.struct = self._derived.struct
         self._decode = msgspec.json.Decoder(self.struct).decode
+        #: Names of the timestamp fields, in the order :meth:`decode` gives their epoch ms.
+        self.timestamps = tuple(name for name, kind, _ in self._derived.checks if kind == _Kind.TIMESTAMP)
 
     def decode(self, data: bytes) -> tuple[Any, list[int]] | None:
         """The decoded struct and the epoch ms of its timestamp fields (in declaration order; -1 for

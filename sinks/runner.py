@@ -262,10 +262,11 @@ class Sink:
                 self._buffers[spec.table].add(row, message)
         self._ledger.read(_partition(message), message.offset() or 0)
 
-    def _timely(self, created_at: datetime) -> bool:
-        """Whether a raw event's time is one the processors accept (the same bounds, the wall clock)."""
+    def _timely(self, created_at: datetime | int) -> bool:
+        """Whether a raw event's time (a datetime or epoch ms, as its row holds it) is one the
+        processors accept (the same bounds, the wall clock)."""
         now_ms = int(time.time() * 1000)
-        created_ms = to_epoch_ms(created_at)
+        created_ms = created_at if isinstance(created_at, int) else to_epoch_ms(created_at)
         return now_ms - self._late_horizon_ms <= created_ms <= now_ms + self._future_skew_ms
 
     def _buffered(self) -> int:
