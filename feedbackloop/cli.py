@@ -194,8 +194,11 @@ def schemas_cmd() -> None:
 
 def _broker_for_bench(settings: Settings) -> None:
     """Use the broker that answers at the configured bootstrap servers; start the local one only if
-    none does (a second broker on the same port would fail, and a shared one must not be touched)."""
-    from infra.kafka import KafkaUnavailableError, ensure_topics, public_topic_names, wait_for_broker
+    none does (a second broker on the same port would fail, and a shared one must not be touched).
+
+    The application's own topics are left alone: every phase creates topics of its own namespace,
+    with the partitions asked for (``--partitions`` must not meet the existing topics' count)."""
+    from infra.kafka import KafkaUnavailableError, wait_for_broker
 
     try:
         wait_for_broker(settings.kafka, timeout_s=3.0)
@@ -204,8 +207,6 @@ def _broker_for_bench(settings: Settings) -> None:
             localstack.up(settings.stack, settings.kafka)
         except localstack.StackError as exc:
             fail(str(exc))
-        return
-    ensure_topics(settings.kafka, public_topic_names(settings.kafka))
 
 
 @app.command("bench")
@@ -240,11 +241,12 @@ def bench_cmd(
     from feedbackloop.bench import prepare, run_pipeline_bench, run_soak, throughput
 
     settings = load_settings()
+    # Before --partitions: a local stack started here creates the application's topics as configured.
+    _broker_for_bench(settings)
     if partitions is not None:
         settings = settings.model_copy(
             update={"kafka": settings.kafka.model_copy(update={"partitions": partitions})}
         )
-    _broker_for_bench(settings)
     if soak:
         if soak_rate is None:
             with console.status("measuring capacity (10,000 interactions) ..."):
