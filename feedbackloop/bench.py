@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,11 +38,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from feedbackloop.supervise import WorkerProcess, pipeline_lag, settings_env, wait_until_drained
 from infra.groups import app_id, sink_group_id
-from infra.kafka import client_config, ensure_topics, group_is_stable, public_topic_names
+from infra.kafka import (
+    KafkaUnavailableError,
+    client_config,
+    delete_topics,
+    ensure_topics,
+    group_is_stable,
+    public_topic_names,
+)
 from infra.settings import ClickHouseSettings, Settings
 from producers.client import EventPublisher
 from producers.synthetic import WorkloadSpec, generate
@@ -197,7 +206,8 @@ def _workers(
     base: Settings, name: str, stages: tuple[str, ...] = ("all",), extra_env: dict[str, str] | None = None,
     **pipeline: Any,
 ) -> Iterator[tuple[Settings, list[WorkerProcess], Path]]:  # fmt: skip
-    """Worker processes of ``stages`` on topics and a chdb directory of their own, ready for traffic."""
+    """Worker processes of ``stages`` on topics and a chdb directory of their own, ready for traffic.
+    Afterwards the topics are deleted, and the directory too unless the phase failed (its logs)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"feedbackloop-bench-{name}-"))
     settings = _settings_for(base, workdir, **pipeline)
     ensure_topics(settings.kafka, public_topic_names(settings.kafka))
@@ -219,6 +229,21 @@ def _workers(
     finally:
         for worker in workers:
             worker.stop()
+        _forget_topics(settings)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _forget_topics(settings: Settings) -> None:
+    """Delete every topic of the phase's namespace (its inputs and outputs, and the changelogs and
+    internal topics Faust made for it): on a shared broker they would pile up run after run."""
+    namespace = settings.kafka.topic_namespace
+    try:
+        admin = AdminClient(client_config(settings.kafka))
+        names = [name for name in admin.list_topics(timeout=10).topics if namespace in name]
+        delete_topics(settings.kafka, names)
+    except (KafkaException, KafkaUnavailableError) as exc:
+        # Tidying up must not hide what the phase raised, nor fail figures already measured.
+        print(f"warning: the bench's topics {namespace}.* were not deleted: {exc}", file=sys.stderr)
 
 
 def _wait_ready(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 120) -> None:
@@ -333,9 +358,10 @@ def latency(base: Settings, paced_rate: float) -> dict[str, Any]:
     with _workers(base, "latency") as (settings, (worker,), workdir):
         _publish(settings, steady.messages, rate=paced_rate)
         wait_until_drained(settings, steady.interactions, timeout_s=600, quiet_s=2.0, alive=worker.alive)
-    stats: dict[str, dict[str, int]] = json.loads((workdir / "sink-stats.json").read_text()).get(
-        "latency", {}
-    )
+        worker.stop()  # the sink writes its final stats as it stops
+        stats: dict[str, dict[str, int]] = json.loads((workdir / "sink-stats.json").read_text()).get(
+            "latency", {}
+        )
     return {
         "latency_at_events_per_s": paced_rate,
         "p50_ms": {table: numbers["p50_ms"] for table, numbers in stats.items()},
@@ -386,6 +412,8 @@ def naive_peer(base: Settings, prepared: Prepared, timeout_s: float = 1800) -> d
         except subprocess.TimeoutExpired:
             peer.kill()
             peer.wait()
+        _forget_topics(settings)
+    shutil.rmtree(workdir, ignore_errors=True)
     return {
         "naive_events_per_processor_cpu_s": round(len(prepared.messages) / cpu),
         "naive_cpu_s": round(cpu, 2),
