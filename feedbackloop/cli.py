@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop import cli_experiments, cli_insights, doctor, localstack
+from feedbackloop import cli_deadletters, cli_experiments, cli_insights, doctor, localstack
 from feedbackloop.context import connect_or_exit, load_settings
 from feedbackloop.output import OutputFormat, console, fail, print_rows
 from feedbackloop.worker import Stage
@@ -228,6 +228,7 @@ def main() -> None:
 
 app.add_typer(cli_insights.app)  # report, prompts, insights, impact
 cli_experiments.register(app)  # experiments, alerts
+app.add_typer(cli_deadletters.app, name="deadletters")
 doctor.register(app)  # doctor
 
 if __name__ == "__main__":

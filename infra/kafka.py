@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -380,3 +380,54 @@ def group_is_stable(kafka: KafkaSettings, group_id: str, timeout_s: float = 10.0
     except (KafkaException, KafkaUnavailableError, TimeoutError):
         return False
     return bool(description.members) and str(description.state).endswith("STABLE")
+
+
+def read_topic(
+    kafka: KafkaSettings, topic: str, timeout_s: float = 30.0, group_id: str = "feedbackloop-reader"
+) -> Iterator[Message]:
+    """Every message of ``topic`` from its beginning up to its end as of the call, in partition order.
+
+    For tools that look at a whole topic (dead letters, experiments): nothing is committed. A topic
+    that does not exist is empty; :class:`TimeoutError` when the end is not reached in ``timeout_s``.
+    """
+    consumer = Consumer(client_config(kafka, **{"group.id": group_id, "enable.auto.commit": False}))
+    try:
+        meta = call_with_retries(lambda: consumer.list_topics(topic, timeout=10), f"metadata of {topic}")
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return
+        remaining: dict[int, int] = {}
+        for partition in found.partitions:
+            low, high = _watermark_offsets(consumer, TopicPartition(topic, partition))
+            if high > low:
+                remaining[partition] = high
+        if not remaining:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                partition = message.partition()
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    continue
+                offset = message.offset()
+                if partition not in remaining or offset is None:
+                    continue
+                if offset + 1 >= remaining[partition]:
+                    remaining.pop(partition)
+                yield message
+    finally:
+        consumer.close()
+
+
+def _watermark_offsets(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    def offsets() -> tuple[int, int]:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        return int(low), int(high)
+
+    return call_with_retries(offsets, f"offsets of {tp.topic} [{tp.partition}]")

@@ -139,7 +139,23 @@ class PipelineSettings(BaseModel):
         "watermark follows the wall clock (so the last interactions settle without new traffic).",
     )
     retention_s: float = Field(
-        3600.0, gt=0, description="How long after settling an interaction still accepts late events."
+        3600.0,
+        gt=0,
+        description="How long after settling an interaction still accepts late events (event time; for a "
+        "session that arrived behind the watermark, also this long in wall-clock time after its last event).",
+    )
+    late_horizon_s: float = Field(
+        72 * 3600.0,
+        gt=0,
+        description="Events whose created_at is further than this behind the partition's watermark are "
+        "dead-lettered as too late; anything newer counts exactly as if it had arrived on time (the SDK's "
+        "spool can hold events for as long as the broker is away).",
+    )
+    max_future_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="Events dated more than this ahead of the wall clock are refused (by the SDK and the "
+        "collector with a 400, by the processors as dead letters): a forged clock never moves event time.",
     )
     metrics_window_s: int = Field(60, ge=1, description="Tumbling window of prompt_version_metrics.")
     metrics_retention_s: float = Field(

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
         read_experiment,
     )
     from producers.client import DeliveryError, EventPublisher
-    from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
+    from producers.errors import (
+        BufferFullError,
+        ClientClosedError,
+        EventTimeError,
+        EventTooLargeError,
+        NotAcceptingError,
+    )
     from producers.impact import UserImpact, fetch_impact
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender.loop import Mode
@@ -40,6 +46,7 @@ _HOMES = {
     "EventPublisher": "producers.client",
     "BufferFullError": "producers.errors",
     "ClientClosedError": "producers.errors",
+    "EventTimeError": "producers.errors",
     "EventTooLargeError": "producers.errors",
     "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
@@ -72,6 +79,7 @@ __all__ = [
     "ClientClosedError",
     "DeliveryError",
     "EventPublisher",
+    "EventTimeError",
     "EventTooLargeError",
     "Experiment",
     "ExperimentNotFoundError",

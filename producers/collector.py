@@ -32,11 +32,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import ValidationError
 
 from infra.settings import CollectorSettings, Settings
-from producers.errors import EventTooLargeError, NotAcceptingError
+from producers.errors import EventTimeError, EventTooLargeError, NotAcceptingError
 from producers.limits import EventLimits
 from producers.sdk import BufferFullError, ClientClosedError, Event, FeedbackClient
 from producers.sender.spool import SpoolError, check_spool_root
-from schemas import FeedbackEvent, InteractionEvent
+from schemas import FeedbackEvent, InteractionEvent, to_epoch_ms
+from schemas.events import event_time_error
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,11 @@ def _reasons(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def parse_event(obj: Any) -> Event:
+def parse_event(obj: Any, max_future_skew_ms: int | None = None) -> Event:
     """Validate one event object against the contract; fill ``event_id`` and ``created_at`` if absent.
 
-    Raises ``ValueError`` (a ``pydantic.ValidationError`` for field errors) with the reason.
+    Raises ``ValueError`` (a ``pydantic.ValidationError`` for field errors) with the reason, and
+    :class:`EventTimeError` for a ``created_at`` more than ``max_future_skew_ms`` ahead of now.
     """
     if not isinstance(obj, dict):
         raise ValueError("an event must be a JSON object")
@@ -84,10 +86,22 @@ def parse_event(obj: Any) -> Event:
     fields = {k: v for k, v in obj.items() if k != "type"}
     fields.setdefault("event_id", str(uuid.uuid4()))
     fields.setdefault("created_at", datetime.now(UTC))
-    return model.model_validate(fields)
+    event = model.model_validate(fields)
+    if max_future_skew_ms is not None:
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        reason = event_time_error(to_epoch_ms(event.created_at), now_ms, max_future_skew_ms)
+        if reason is not None:
+            raise EventTimeError(reason)
+    return event
 
 
-def parse_batch(payload: Any, *, max_events: int, limits: EventLimits | None = None) -> ParsedBatch:
+def parse_batch(
+    payload: Any,
+    *,
+    max_events: int,
+    limits: EventLimits | None = None,
+    max_future_skew_ms: int | None = None,
+) -> ParsedBatch:
     """Validate a request body already decoded from JSON: one event object or an array of them.
 
     With ``limits``, an event over a field cap or the message limit is refused too, naming the
@@ -99,9 +113,12 @@ def parse_batch(payload: Any, *, max_events: int, limits: EventLimits | None = N
     batch = ParsedBatch()
     for index, item in enumerate(items):
         try:
-            event = parse_event(item)
+            event = parse_event(item, max_future_skew_ms)
         except ValidationError as exc:
             batch.errors.append({"index": index, "errors": _reasons(exc)})
+            continue
+        except EventTimeError as exc:
+            batch.errors.append({"index": index, "errors": [{"field": exc.field, "message": str(exc)}]})
             continue
         except ValueError as exc:
             batch.errors.append({"index": index, "errors": [{"field": "(event)", "message": str(exc)}]})
@@ -155,8 +172,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class _Collector:
     """Request handling with its settings, SDK client and metrics."""
 
-    def __init__(self, settings: CollectorSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, settings: CollectorSettings, registry: CollectorRegistry, max_future_skew_ms: int
+    ) -> None:
         self.settings = settings
+        self.max_future_skew_ms = max_future_skew_ms
         self.client: FeedbackClient | None = None
         self.limits: EventLimits | None = None
         self.requests = Counter(
@@ -221,7 +241,12 @@ class _Collector:
         if payload == [] or not isinstance(payload, dict | list):
             return _error(400, "the body must be an event object or a non-empty array of them")
         try:
-            batch = parse_batch(payload, max_events=self.settings.max_events_per_request, limits=self.limits)
+            batch = parse_batch(
+                payload,
+                max_events=self.settings.max_events_per_request,
+                limits=self.limits,
+                max_future_skew_ms=self.max_future_skew_ms,
+            )
         except BatchTooLargeError as exc:
             return _error(413, str(exc))
         events = [event for _, event in batch.events]
@@ -254,7 +279,7 @@ class _Collector:
 def create_app(settings: Settings, client: FeedbackClient | None = None) -> FastAPI:
     """The collector's ASGI app. Without ``client`` it builds one from settings and closes it on shutdown."""
     registry = CollectorRegistry()
-    collector = _Collector(settings.collector, registry)
+    collector = _Collector(settings.collector, registry, int(settings.pipeline.max_future_skew_s * 1000))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -39,5 +39,13 @@ class EventTooLargeError(ValueError):
         self.limit = limit
 
 
+class EventTimeError(ValueError):
+    """An event's ``created_at`` is further ahead of the wall clock than the pipeline accepts
+    (``pipeline.max_future_skew_s``): a broken or forged clock. The event was not accepted; the
+    collector answers 400 naming ``created_at``."""
+
+    field = "created_at"
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed (or belongs to another process); it accepts no more events."""

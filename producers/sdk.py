@@ -29,17 +29,24 @@ from uuid import UUID
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from infra.settings import KafkaSettings, ProducerSettings, Settings
+from infra.settings import KafkaSettings, PipelineSettings, ProducerSettings, Settings
 from producers import assignment as _assignment
 from producers.assignment import Assignment
-from producers.errors import BufferFullError, ClientClosedError, EventTooLargeError, NotAcceptingError
+from producers.errors import (
+    BufferFullError,
+    ClientClosedError,
+    EventTimeError,
+    EventTooLargeError,
+    NotAcceptingError,
+)
 from producers.limits import KAFKA_OVERHEAD_BYTES, message_bytes, message_too_large, oversized_field
 from producers.sender.ipc import record_frame, topic_prefix
 from producers.sender.loop import Mode
 from producers.sender.process import SenderProcess, sender_config
 from producers.sender.spool import SpoolError, check_spool_root
 from producers.wire import event_json, new_id, now_ms
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent, to_epoch_ms, topics
+from schemas.events import event_time_error
 
 Event = InteractionEvent | FeedbackEvent
 
@@ -101,8 +108,16 @@ class FeedbackClient:
     closed then.
     """
 
-    def __init__(self, kafka: KafkaSettings, producer: ProducerSettings | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        producer: ProducerSettings | None = None,
+        *,
+        max_future_skew_s: float | None = None,
+    ) -> None:
         self.settings = producer or ProducerSettings()
+        skew_s = PipelineSettings().max_future_skew_s if max_future_skew_s is None else max_future_skew_s
+        self._max_skew_ms = int(skew_s * 1000)
         self._closed = True  # until the sender process is started (__del__ may run on a failed init)
         check_spool_root(self.settings.spool_dir)
         caps = self.settings.field_caps
@@ -120,8 +135,8 @@ class FeedbackClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackClient:
-        """A client for the Kafka and producer sections of ``settings``."""
-        return cls(settings.kafka, settings.producer)
+        """A client for the Kafka and producer sections of ``settings`` (and the pipeline's clock skew)."""
+        return cls(settings.kafka, settings.producer, max_future_skew_s=settings.pipeline.max_future_skew_s)
 
     # -- experiments ---------------------------------------------------------------------------------
 
@@ -194,6 +209,8 @@ class FeedbackClient:
                 "metadata": metadata if metadata is not None else {},
             }
         )
+        if created_at_text is None:  # the app's own time, not now: it may be from a broken clock
+            self._check_time(event)
         # Validated: prompt and response are str. A few comparisons; the full check on a miss.
         if len(prompt) > self._prompt_cap or len(response) > self._response_cap or metadata:
             self._check_fields(event)
@@ -267,6 +284,8 @@ class FeedbackClient:
                 "comment": comment,
             }
         )
+        if created_at_text is None:
+            self._check_time(event)
         if (corrected_output is not None and len(corrected_output) > self._corrected_cap) or (
             comment is not None and len(comment) > self._comment_cap
         ):
@@ -415,6 +434,7 @@ class FeedbackClient:
         # Serialized here, on the caller's thread (the record_* calls inline this): bytes cost
         # the app's process nothing more (no GC tracking, one system call for many), and the
         # sender process spools them as they are.
+        self._check_time(event)
         self._check_fields(event)
         key = event.session_id.encode()
         value = event_json(event)
@@ -422,6 +442,14 @@ class FeedbackClient:
             raise message_too_large(event.event_id, message_bytes(key, value), self._max_message)
         prefix = self._interactions if isinstance(event, InteractionEvent) else self._feedback
         return record_frame(prefix, key, value)
+
+    def _check_time(self, event: Event) -> None:
+        """Refuse an event dated further ahead of the wall clock than the pipeline accepts."""
+        reason = event_time_error(
+            to_epoch_ms(event.created_at), time.time_ns() // 1_000_000, self._max_skew_ms
+        )
+        if reason is not None:
+            raise EventTimeError(reason)
 
     def _check_fields(self, event: Event) -> None:
         if (error := oversized_field(event, self._caps)) is not None:

@@ -69,6 +69,8 @@ class WorkloadSpec:
     #: (weights per version, e.g. {"v1.0": 80, "v1.1": 20}) and events carry experiment_id/variant.
     experiment_id: str | None = None
     split: dict[str, int] | None = None
+    #: Users are ``{user_prefix}-00000`` ...: workloads with other prefixes share no user or session.
+    user_prefix: str = "user"
 
 
 @dataclass
@@ -212,7 +214,7 @@ class _Builder:
         self.end = now - spec.end_before
         self.start = self.end - spec.span
         versions = sorted(spec.profiles)
-        users = [f"user-{u:05d}" for u in range(spec.users)]
+        users = [f"{spec.user_prefix}-{u:05d}" for u in range(spec.users)]
         if spec.experiment_id is not None:
             experiment = Experiment(spec.experiment_id, spec.split or dict.fromkeys(versions, 1))
             self.user_version = {user: experiment.assign(user).variant for user in users}

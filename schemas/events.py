@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -74,6 +74,31 @@ def _truncate_to_ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond - extra) if extra else value
 
 
+#: The earliest event time the contract accepts (2000-01-01T00:00:00Z): anything older is a broken or
+#: forged clock, and would only open empty partitions and windows downstream.
+EVENT_TIME_FLOOR_MS: Final = 946_684_800_000
+#: The latest event time the contract can write and read back (9999-12-31T23:59:59.999Z).
+EVENT_TIME_CEILING_MS: Final = 253_402_300_799_999
+
+
+def event_time_error(created_ms: int, now_ms: int, max_future_skew_ms: int) -> str | None:
+    """Why an event created at ``created_ms`` must be refused at wall-clock time ``now_ms``, or None.
+
+    The one rule the SDK, the collector and the processors share for the upper bound: an event dated
+    more than ``max_future_skew_ms`` ahead of the wall clock is a forged or broken clock, and is never
+    allowed to move event time (watermarks, windows, the evaluator's clock). The lower bound
+    (:data:`EVENT_TIME_FLOOR_MS`) is checked by the models themselves.
+    """
+    ahead = created_ms - now_ms
+    if ahead > max_future_skew_ms:
+        return (
+            f"created_at {format_ms(created_ms)} is {ahead / 1000:.0f}s ahead of the wall clock "
+            f"({format_ms(now_ms)}); at most {max_future_skew_ms / 1000:.0f}s of clock skew is accepted "
+            "(FEEDBACKLOOP_PIPELINE__MAX_FUTURE_SKEW_S)"
+        )
+    return None
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,10 +109,28 @@ class _Event(BaseModel):
     session_id: Identifier = Field(description="The user's session; also the Kafka message key.")
     created_at: Timestamp = Field(description="When it happened, RFC 3339 with zone, ms precision.")
 
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _text_only(cls, value: object) -> object:
+        # A bare number is ambiguous (seconds or milliseconds?) and not RFC 3339: refuse it.
+        if isinstance(value, int | float):
+            raise ValueError("created_at must be an RFC 3339 string with a zone, not a number")
+        return value
+
     @field_validator("created_at")
     @classmethod
     def _ms_precision(cls, value: datetime) -> datetime:
-        return _truncate_to_ms(value)
+        value = _truncate_to_ms(value)
+        epoch_ms = to_epoch_ms(value)
+        if epoch_ms < EVENT_TIME_FLOOR_MS:
+            raise ValueError(
+                f"created_at {value.isoformat()} is before 2000-01-01T00:00:00Z, the earliest accepted"
+            )
+        if epoch_ms > EVENT_TIME_CEILING_MS:
+            raise ValueError(
+                f"created_at {value.isoformat()} is after 9999-12-31, the latest that can be written"
+            )
+        return value
 
 
 class InteractionEvent(_Event):

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -40,7 +41,7 @@ from infra.groups import sink_group_id
 from infra.kafka import client_config
 from infra.output_producer import OutputProducer
 from infra.settings import Settings
-from schemas import DeadLetter, topics
+from schemas import DeadLetter, to_epoch_ms, topics
 from sinks.batch import Pending, TableBuffer
 from sinks.offsets import OffsetLedger, Partition
 from sinks.protocol import Fault, SinkBackend
@@ -74,6 +75,10 @@ class Sink:
         ns = settings.kafka.topic_namespace
         self._specs: dict[str, TableSpec] = {topics.topic_name(s.topic, ns): s for s in TABLES}
         self._raw_input = topics.topic_name(topics.INTERACTIONS, ns)
+        raw_columns = self._specs[self._raw_input].columns
+        self._raw_created_at = raw_columns.index("created_at")
+        self._late_horizon_ms = int(settings.pipeline.late_horizon_s * 1000)
+        self._future_skew_ms = int(settings.pipeline.max_future_skew_s * 1000)
         self._deadletter_topic = topics.topic_name(topics.DEADLETTER, ns)
         self._buffers: dict[str, TableBuffer] = {}
         self._ledger = OffsetLedger()
@@ -249,8 +254,19 @@ class Sink:
             else:
                 self._send_dead_letter(message, f"{spec.table}: {exc}", "validation_error")
         else:
-            self._buffers[spec.table].add(row, message)
+            if topic == self._raw_input and not self._timely(row[self._raw_created_at]):
+                # The processors dead-letter it (too late, or from the future); a forged clock must
+                # not open ClickHouse partitions either.
+                self.stats.skipped_invalid_input += 1
+            else:
+                self._buffers[spec.table].add(row, message)
         self._ledger.read(_partition(message), message.offset() or 0)
+
+    def _timely(self, created_at: datetime) -> bool:
+        """Whether a raw event's time is one the processors accept (the same bounds, the wall clock)."""
+        now_ms = int(time.time() * 1000)
+        created_ms = to_epoch_ms(created_at)
+        return now_ms - self._late_horizon_ms <= created_ms <= now_ms + self._future_skew_ms
 
     def _buffered(self) -> int:
         return sum(len(b) for b in self._buffers.values())

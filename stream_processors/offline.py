@@ -67,6 +67,7 @@ class OfflinePipeline:
         }
         self.result = OfflineResult()
         self._pending = 0
+        self._now_ms = 0
 
     def run(self, messages: Iterable[RawMessage]) -> OfflineResult:
         """Feed every message, then let event time run out so everything settles."""
@@ -84,6 +85,8 @@ class OfflinePipeline:
             self.result.dead_letters += 1
             return
         created_ms = to_epoch_ms(event.created_at)
+        # No wall clock here: the newest event time read stands in for it (a replay at full speed).
+        self._now_ms = max(self._now_ms, created_ms)
         self.watermarks[partition].observe(
             INTERACTIONS if message.is_interaction else FEEDBACK, created_ms, 0
         )
@@ -101,7 +104,8 @@ class OfflinePipeline:
         self._pending = 0
         for partition, state in self.states.items():
             wm = watermark_ms if watermark_ms is not None else self.watermarks[partition].advance(0)
-            self._emit(state.advance(wm))
+            now = self._now_ms if watermark_ms is None else watermark_ms
+            self._emit(state.advance(wm, now, inputs_read=watermark_ms is not None))
             upserts, _ = state.take_changes()
             self.result.bytes_out += sum(len(v) for v in upserts.values())
         for window_state in self.windows.values():

@@ -4,7 +4,20 @@ One :class:`Record` per interaction id holds the interaction (once it arrived), 
 event on it and the later interactions that regenerated it. ``PartitionState`` applies events,
 joins feedback to interactions in either order, settles interactions when the watermark passes
 their observation window, amends them when late events change them, and expires them after the
-retention horizon. It does no I/O: it returns what to emit and which records changed, and the
+retention horizon.
+
+Late sessions. A session whose events arrive behind the watermark (an app that was offline, the
+SDK's spool draining after an outage) would settle and expire on arrival, before its feedback is
+read. Its records are *held* instead: they settle once the session has been quiet for
+``idle_advance_s`` of wall-clock time with every input read to its end (or for the settle delay in
+any case), and they expire only when, besides event time, ``retention_s`` of wall-clock time has
+passed since they were last touched. So a late session produces the outcomes it would have produced
+on time; only ``settled_at`` and ``amended`` may differ. Events further behind the wall clock than
+``late_horizon_s`` are dead letters (``too_late``); feedback or a regeneration claiming an
+interaction of another user or session is never joined (``ownership_mismatch``). The wall clock is
+passed in, never read.
+
+It does no I/O: it returns what to emit and which records changed, and the
 Faust wiring (``stream_processors.app``) sends the emissions, waits for them to be acknowledged,
 and only then writes the changed records to the changelog. That order — outputs, then state,
 then consumer offsets — is what keeps results exact when a worker dies at any moment: a replay
@@ -70,6 +83,10 @@ class Record:
     regenerated_by: dict[UUID, int] = field(default_factory=dict)
     settled: bool = False
     emitted_version: int = 0
+    #: Created behind the watermark: settles when its session goes quiet, expires on wall-clock time too.
+    late: bool = False
+    #: Wall-clock time it was last changed (not persisted: a restart counts from the restore).
+    touched_wall_ms: int = 0
 
     def anchor_ms(self) -> int:
         """The time the record's windows count from."""
@@ -87,6 +104,7 @@ class Record:
                 "r": self.regenerated_by,
                 "settled": self.settled,
                 "v": self.emitted_version,
+                **({"late": True} if self.late else {}),
             },
             option=orjson.OPT_NON_STR_KEYS,
         )
@@ -105,6 +123,7 @@ class Record:
             regenerated_by={UUID(child): at for child, at in raw["r"].items()},
             settled=raw["settled"],
             emitted_version=raw["v"],
+            late=raw.get("late", False),
         )
         return int(raw["p"]), record
 
@@ -120,6 +139,11 @@ class Counters:
     amendments: int = 0
     expired: int = 0
     dead_letters: int = 0
+    #: Records created behind the watermark (held until their session goes quiet).
+    late: int = 0
+    #: Events beyond the late horizon, and feedback or links claiming another owner's interaction.
+    too_late: int = 0
+    ownership_mismatches: int = 0
 
 
 class PartitionState:
@@ -135,12 +159,22 @@ class PartitionState:
         )
         self.expire_after_ms = self.settle_delay_ms + int(pipeline.retention_s * 1000)
         self.link_window_ms = int(max(self.rules.rephrase_window_s, self.rules.followup_window_s) * 1000)
+        self.retention_ms = int(pipeline.retention_s * 1000)
+        self.late_horizon_ms = int(pipeline.late_horizon_s * 1000)
+        self.quiet_ms = int(pipeline.idle_advance_s * 1000)
         self.records: dict[UUID, Record] = {}
         self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
+        #: The latest wall-clock reading passed in (epoch ms).
+        self.now_ms = 0
         self.counters = Counters()
         self._settle_heap: list[tuple[int, UUID]] = []
         self._expire_heap: list[tuple[int, UUID]] = []
+        #: Late records expire on wall-clock time too: (wall deadline, id).
+        self._expire_wall_heap: list[tuple[int, UUID]] = []
+        #: Late records waiting for their session to go quiet, and each such session's last input (wall).
+        self._late_pending: dict[str, set[UUID]] = {}
+        self._session_wall: dict[str, int] = {}
         self._changed: set[UUID] = set()
         self._deleted: set[UUID] = set()
         self._to_amend: set[UUID] = set()
@@ -149,21 +183,31 @@ class PartitionState:
 
     @classmethod
     def restore(
-        cls, partition: int, pipeline: PipelineSettings, records: Iterable[tuple[str, bytes]]
+        cls,
+        partition: int,
+        pipeline: PipelineSettings,
+        records: Iterable[tuple[str, bytes]],
+        now_ms: int = 0,
     ) -> PartitionState:
-        """Rebuild the state of ``partition`` from its changelog records (others are skipped)."""
+        """Rebuild the state of ``partition`` from its changelog records (others are skipped);
+        ``now_ms`` is the wall clock, from which held late records count again."""
         state = cls(partition, pipeline)
+        state.now_ms = now_ms
         for key, data in records:
             interaction_id = UUID(key)
             owner, record = Record.decode(interaction_id, data)
             if owner != partition:
                 continue
+            record.touched_wall_ms = now_ms
             state.records[interaction_id] = record
             state._index(record)
             if record.interaction is not None and not record.settled:
-                heapq.heappush(
-                    state._settle_heap, (record.anchor_ms() + state.settle_delay_ms, interaction_id)
-                )
+                if record.late:
+                    state._hold(record)
+                else:
+                    heapq.heappush(
+                        state._settle_heap, (record.anchor_ms() + state.settle_delay_ms, interaction_id)
+                    )
             heapq.heappush(state._expire_heap, (record.anchor_ms() + state.expire_after_ms, interaction_id))
         return state
 
@@ -173,8 +217,54 @@ class PartitionState:
 
     # ----------------------------------------------------------------- apply
 
-    def apply_interaction(self, interaction: Interaction) -> list[Emit | LostEvent]:
-        """Take in one interaction; return what it lets us emit right away (joined orphan feedback)."""
+    def _clock(self, now_ms: int | None) -> None:
+        if now_ms is not None and now_ms > self.now_ms:
+            self.now_ms = now_ms
+
+    def _too_late(self, created_ms: int) -> str | None:
+        # Measured against the wall clock, so a partition that has seen nothing yet refuses a forged
+        # far-past event as surely as a busy one (the watermark never runs ahead of the wall clock).
+        now = max(self.now_ms, self.watermark_ms)
+        behind = now - created_ms
+        if now <= 0 or behind <= self.late_horizon_ms:
+            return None
+        self.counters.too_late += 1
+        return (
+            f"created_at {format_ms(created_ms)} is {behind / 3_600_000:.1f} h behind the wall clock "
+            f"({format_ms(now)}), beyond the late horizon of "
+            f"{self.late_horizon_ms / 3_600_000:g} h: raise FEEDBACKLOOP_PIPELINE__LATE_HORIZON_S and "
+            "replay it (feedbackloop deadletters replay --reason too_late)"
+        )
+
+    def _is_behind(self, anchor_ms: int) -> bool:
+        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created."""
+        return anchor_ms + self.settle_delay_ms <= self.watermark_ms
+
+    def _hold(self, record: Record) -> None:
+        """Hold a late record until its session goes quiet (see the module docstring)."""
+        self._late_pending.setdefault(record.session_id, set()).add(record.interaction_id)
+        self._session_wall[record.session_id] = self.now_ms
+
+    def _new_record(self, interaction_id: UUID, session_id: str, anchor_ms: int) -> Record:
+        record = Record(interaction_id, session_id, anchor_ms, touched_wall_ms=self.now_ms)
+        if self._is_behind(anchor_ms):
+            record.late = True
+            self.counters.late += 1
+        self.records[interaction_id] = record
+        heapq.heappush(self._expire_heap, (anchor_ms + self.expire_after_ms, interaction_id))
+        return record
+
+    def apply_interaction(
+        self, interaction: Interaction, now_ms: int | None = None
+    ) -> list[Emit | LostEvent]:
+        """Take in one interaction (``now_ms``: the wall clock); return what it lets us emit right away
+        (its joined feedback) and what must be dead-lettered."""
+        self._clock(now_ms)
+        too_late = self._too_late(interaction.created_ms)
+        if too_late is not None:
+            return [LostEvent(self.partition, None, interaction, too_late, "too_late")]
+        if interaction.session_id in self._session_wall:
+            self._session_wall[interaction.session_id] = self.now_ms
         record = self.records.get(interaction.interaction_id)
         if record is not None and record.interaction is not None:
             self.counters.duplicates += 1
@@ -192,23 +282,60 @@ class PartitionState:
             ]
         self.counters.interactions += 1
         if record is None:
-            record = Record(interaction.interaction_id, interaction.session_id, interaction.created_ms)
-            self.records[interaction.interaction_id] = record
+            record = self._new_record(
+                interaction.interaction_id, interaction.session_id, interaction.created_ms
+            )
+        else:
+            heapq.heappush(
+                self._expire_heap, (interaction.created_ms + self.expire_after_ms, record.interaction_id)
+            )
+            if self._is_behind(interaction.created_ms) and not record.late:
+                record.late = True
+                self.counters.late += 1
         record.interaction = interaction
         record.session_id = interaction.session_id
+        out: list[Emit | LostEvent] = list(self._disown(record))
         self._index(record)
         self._touch(record)
-        heapq.heappush(
-            self._settle_heap, (interaction.created_ms + self.settle_delay_ms, record.interaction_id)
-        )
-        heapq.heappush(
-            self._expire_heap, (interaction.created_ms + self.expire_after_ms, record.interaction_id)
-        )
+        if record.late:
+            self._hold(record)
+        else:
+            heapq.heappush(
+                self._settle_heap, (interaction.created_ms + self.settle_delay_ms, record.interaction_id)
+            )
 
         if interaction.regenerated_from is not None:
             self._link_regeneration(interaction)
         self._amend_earlier_in_session(interaction)
-        return [emit for f in record.feedback.values() for emit in self._joined_all(record, f)]
+        out.extend(emit for f in record.feedback.values() for emit in self._joined_all(record, f))
+        return out
+
+    @staticmethod
+    def _owner_mismatch(owner: Interaction, user_id: str, session_id: str) -> str | None:
+        if owner.user_id == user_id and owner.session_id == session_id:
+            return None
+        return (
+            f"interaction {owner.interaction_id} belongs to user {owner.user_id!r} in session "
+            f"{owner.session_id!r}, not to user {user_id!r} in session {session_id!r}: "
+            "feedback is only joined to its own user's interaction"
+        )
+
+    def _disown(self, record: Record) -> Iterator[LostEvent]:
+        """Feedback and regeneration links that arrived before the interaction and claim another owner."""
+        x = record.interaction
+        assert x is not None
+        for event_id, feedback in list(record.feedback.items()):
+            reason = self._owner_mismatch(x, feedback.user_id, feedback.session_id)
+            if reason is not None:
+                del record.feedback[event_id]
+                self.counters.ownership_mismatches += 1
+                yield LostEvent(self.partition, feedback, None, reason, "ownership_mismatch")
+        for child_id in list(record.regenerated_by):
+            child = self.records.get(child_id)
+            theirs = child.interaction if child is not None else None
+            if theirs is not None and self._owner_mismatch(x, theirs.user_id, theirs.session_id):
+                del record.regenerated_by[child_id]
+                self.counters.ownership_mismatches += 1
 
     def _link_regeneration(self, child: Interaction) -> None:
         parent_id = child.regenerated_from
@@ -216,9 +343,12 @@ class PartitionState:
         parent = self.records.get(parent_id)
         if parent is None:
             # The regenerated interaction has not arrived (yet): remember the link for it.
-            parent = Record(parent_id, child.session_id, child.created_ms)
-            self.records[parent_id] = parent
-            heapq.heappush(self._expire_heap, (child.created_ms + self.expire_after_ms, parent_id))
+            parent = self._new_record(parent_id, child.session_id, child.created_ms)
+        elif parent.interaction is not None and self._owner_mismatch(
+            parent.interaction, child.user_id, child.session_id
+        ):
+            self.counters.ownership_mismatches += 1  # a regenerate of another user's answer: not linked
+            return
         if child.interaction_id not in parent.regenerated_by:
             parent.regenerated_by[child.interaction_id] = child.created_ms
             self._touch(parent)
@@ -235,19 +365,27 @@ class PartitionState:
                 if earlier is not None and earlier.settled:
                     self._to_amend.add(other.interaction_id)
 
-    def apply_feedback(self, feedback: Feedback) -> list[Emit | LostEvent]:
-        """Take in one feedback event; return the joined feedback when its interaction is known."""
+    def apply_feedback(self, feedback: Feedback, now_ms: int | None = None) -> list[Emit | LostEvent]:
+        """Take in one feedback event (``now_ms``: the wall clock); return the joined feedback when its
+        interaction is known, and what must be dead-lettered."""
+        self._clock(now_ms)
         record = self.records.get(feedback.interaction_id)
         if record is not None and feedback.event_id in record.feedback:
             self.counters.duplicates += 1
             return []
+        too_late = self._too_late(feedback.created_ms)
+        if too_late is not None:
+            return [LostEvent(self.partition, feedback, None, too_late, "too_late")]
+        if feedback.session_id in self._session_wall:
+            self._session_wall[feedback.session_id] = self.now_ms
+        if record is not None and record.interaction is not None:
+            reason = self._owner_mismatch(record.interaction, feedback.user_id, feedback.session_id)
+            if reason is not None:
+                self.counters.ownership_mismatches += 1
+                return [LostEvent(self.partition, feedback, None, reason, "ownership_mismatch")]
         self.counters.feedback += 1
         if record is None:
-            record = Record(feedback.interaction_id, feedback.session_id, feedback.created_ms)
-            self.records[feedback.interaction_id] = record
-            heapq.heappush(
-                self._expire_heap, (feedback.created_ms + self.expire_after_ms, record.interaction_id)
-            )
+            record = self._new_record(feedback.interaction_id, feedback.session_id, feedback.created_ms)
         record.feedback[feedback.event_id] = feedback
         self._touch(record)
         if record.interaction is None:
@@ -255,6 +393,7 @@ class PartitionState:
         return self._joined_all(record, feedback)
 
     def _touch(self, record: Record) -> None:
+        record.touched_wall_ms = self.now_ms
         self._changed.add(record.interaction_id)
         self._deleted.discard(record.interaction_id)
         if record.settled:
@@ -327,18 +466,28 @@ class PartitionState:
 
     # ----------------------------------------------------------------- time
 
-    def advance(self, watermark_ms: int) -> list[Emit | LostEvent]:
-        """Move event time to ``watermark_ms``: settle, amend and expire what is due."""
+    def advance(
+        self, watermark_ms: int, now_ms: int | None = None, inputs_read: bool = False
+    ) -> list[Emit | LostEvent]:
+        """Move event time to ``watermark_ms`` and the wall clock to ``now_ms``: settle, amend and expire
+        what is due. ``inputs_read``: every input of the partition has been read to its end, so a quiet
+        late session has nothing more on its way."""
+        self._clock(now_ms)
         self.watermark_ms = max(self.watermark_ms, watermark_ms)
         wm = self.watermark_ms
         out: list[Emit | LostEvent] = []
         while self._settle_heap and self._settle_heap[0][0] <= wm:
             _, interaction_id = heapq.heappop(self._settle_heap)
             record = self.records.get(interaction_id)
-            if record is not None and record.interaction is not None and not record.settled:
-                record.settled = True
-                self._to_amend.discard(interaction_id)
-                out.extend(self._emit_outcome(record))
+            if (
+                record is not None
+                and record.interaction is not None
+                and not record.settled
+                and not record.late
+            ):
+                self._settle(record, out)
+        if self._session_wall:
+            self._settle_quiet_sessions(inputs_read, out)
         for interaction_id in sorted(self._to_amend):
             record = self.records.get(interaction_id)
             if record is not None and record.settled and record.interaction is not None:
@@ -346,15 +495,45 @@ class PartitionState:
         self._to_amend.clear()
         while self._expire_heap and self._expire_heap[0][0] <= wm:
             _, interaction_id = heapq.heappop(self._expire_heap)
-            record = self.records.get(interaction_id)
-            if record is None:
-                continue
-            due = record.anchor_ms() + self.expire_after_ms
-            if due > wm:  # the interaction arrived after the placeholder: it counts from its own time
-                heapq.heappush(self._expire_heap, (due, interaction_id))
-                continue
-            out.extend(self._expire(record))
+            self._expire_if_due(interaction_id, out)
+        while self._expire_wall_heap and self._expire_wall_heap[0][0] <= self.now_ms:
+            _, interaction_id = heapq.heappop(self._expire_wall_heap)
+            self._expire_if_due(interaction_id, out)
         return out
+
+    def _settle(self, record: Record, out: list[Emit | LostEvent]) -> None:
+        record.settled = True
+        self._to_amend.discard(record.interaction_id)
+        out.extend(self._emit_outcome(record))
+
+    def _settle_quiet_sessions(self, inputs_read: bool, out: list[Emit | LostEvent]) -> None:
+        """Settle the held records of every late session that has gone quiet."""
+        for session_id, last_wall_ms in sorted(self._session_wall.items()):
+            quiet_ms = self.now_ms - last_wall_ms
+            if not ((inputs_read and quiet_ms >= self.quiet_ms) or quiet_ms >= self.settle_delay_ms):
+                continue
+            del self._session_wall[session_id]
+            for interaction_id in sorted(self._late_pending.pop(session_id, ())):
+                record = self.records.get(interaction_id)
+                if record is not None and record.interaction is not None and not record.settled:
+                    self._settle(record, out)
+
+    def _expire_if_due(self, interaction_id: UUID, out: list[Emit | LostEvent]) -> None:
+        """Expire a record once event time has passed its horizon and, for a late record, once
+        ``retention`` of wall-clock time has passed since it was last touched; else look again then."""
+        record = self.records.get(interaction_id)
+        if record is None:
+            return
+        due = record.anchor_ms() + self.expire_after_ms
+        if due > self.watermark_ms:  # the interaction arrived after the placeholder: its own time counts
+            heapq.heappush(self._expire_heap, (due, interaction_id))
+            return
+        if record.late:
+            wall_due = record.touched_wall_ms + self.retention_ms
+            if wall_due > self.now_ms or record.session_id in self._session_wall:
+                heapq.heappush(self._expire_wall_heap, (max(wall_due, self.now_ms + 1), interaction_id))
+                return
+        out.extend(self._expire(record))
 
     def _emit_outcome(self, record: Record) -> Iterator[Emit]:
         x = record.interaction
@@ -416,7 +595,8 @@ class PartitionState:
                 None,
                 f"no interaction {record.interaction_id} arrived in session {record.session_id} within "
                 f"{self.expire_after_ms // 1000}s of event time (it never came, came in another session, "
-                "or had already expired)",
+                "or had already expired: settled interactions take feedback for "
+                "FEEDBACKLOOP_PIPELINE__RETENTION_S)",
                 "orphan_feedback",
             )
 

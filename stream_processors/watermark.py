@@ -7,8 +7,9 @@ that still have unread messages (an input that is read to its end cannot hold ti
 the allowed out-of-orderness. When every input is known to be read to its end (the caller checks
 positions against the broker's high watermarks) and nothing new came for ``idle_advance_ms`` of
 wall-clock time, the watermark follows the wall clock instead, so the last interactions of a
-quiet partition settle without waiting for new traffic. That assumes live traffic, whose event
-times follow the wall clock; for a backfill of old events, raise ``idle_advance_s``.
+quiet partition settle without waiting for new traffic. Events that arrive behind it afterwards
+(a late session, a backfill) are not lost: the partition state holds them until their session goes
+quiet (``stream_processors.state``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ class Watermark:
     allowed_lateness_ms: int
     idle_advance_ms: int
     value_ms: int = 0
+    #: Wall-clock time the watermark was created: it counts as the last input, so a worker that starts
+    #: before any data arrives waits ``idle_advance_ms`` like any other before following the wall clock.
+    created_wall_ms: int = 0
     _inputs: dict[str, _Input] = field(default_factory=dict)
     _last_input_wall_ms: int = 0
+
+    def __post_init__(self) -> None:
+        self._last_input_wall_ms = self.created_wall_ms
 
     def register(self, *topics: str) -> None:
         """Name the partition's inputs; each holds time back until it is known to be read to its end."""

@@ -4,6 +4,14 @@ A window keeps each member interaction's latest contribution (highest version), 
 replace rather than add, and replays change nothing. Its aggregate is recomputed from the members
 whenever they change; the aggregate's version is the sum of the members' versions, which grows
 with every change and is the same for the same final membership.
+
+Windows are kept ``retention`` of event time behind the newest one. A contribution to a window
+further back that this partition never had (a late session's, e.g. a day old) opens it: it is then
+complete, as it would have been on time, and lingers for ``linger`` of wall-clock time after it was
+last touched. A window that was expired leaves a tombstone for the late horizon: a contribution to
+it cannot make it whole again (its other members are gone), so it is counted in ``late_dropped``
+instead of publishing a partial aggregate; the outcome itself is still amended in
+``interaction_outcomes``.
 """
 
 from __future__ import annotations
@@ -76,13 +84,31 @@ def aggregate_window(
 class WindowState:
     """The open windows of one partition of the contributions topic."""
 
-    def __init__(self, partition: int, window_ms: int, retention_ms: int) -> None:
+    #: Changelog member id of a tombstone.
+    TOMBSTONE = "~"
+
+    def __init__(
+        self,
+        partition: int,
+        window_ms: int,
+        retention_ms: int,
+        late_horizon_ms: int | None = None,
+        linger_ms: int = 3_600_000,
+    ) -> None:
         self.partition = partition
         self.window_ms = window_ms
         self.retention_ms = retention_ms
+        self.late_horizon_ms = max(retention_ms, late_horizon_ms or retention_ms)
+        self.linger_ms = linger_ms
         self.windows: dict[str, dict[str, dict[str, Any]]] = {}
         self.latest_start_ms = 0
         self.late_dropped = 0
+        #: The latest wall-clock reading passed in (epoch ms).
+        self.now_ms = 0
+        #: Windows opened behind the horizon -> wall-clock time they were last touched.
+        self._late: dict[str, int] = {}
+        #: Expired windows -> their start, kept for the late horizon.
+        self._tombstones: dict[str, int] = {}
         self._changed_windows: set[str] = set()
         self._changed_members: set[tuple[str, str]] = set()
         self._deleted_members: set[tuple[str, str]] = set()
@@ -94,27 +120,50 @@ class WindowState:
 
     @classmethod
     def restore(
-        cls, partition: int, window_ms: int, retention_ms: int, members: Iterable[tuple[str, bytes]]
+        cls,
+        partition: int,
+        window_ms: int,
+        retention_ms: int,
+        members: Iterable[tuple[str, bytes]],
+        late_horizon_ms: int | None = None,
+        linger_ms: int = 3_600_000,
+        now_ms: int = 0,
     ) -> WindowState:
-        """Rebuild from changelog entries; entries of other partitions are skipped."""
-        state = cls(partition, window_ms, retention_ms)
+        """Rebuild from changelog entries (entries of other partitions are skipped); ``now_ms`` is the
+        wall clock, from which restored windows behind the horizon linger again."""
+        state = cls(partition, window_ms, retention_ms, late_horizon_ms, linger_ms)
+        state.now_ms = now_ms
         for key, data in members:
             raw = orjson.loads(data)
             if raw["p"] != partition:
                 continue
             window, interaction_id = key.rsplit("#", 1)
+            if interaction_id == cls.TOMBSTONE:
+                state._tombstones[window] = raw["x"]
+                continue
             state.windows.setdefault(window, {})[interaction_id] = raw["c"]
             state.latest_start_ms = max(state.latest_start_ms, raw["c"]["window_start_ms"])
+        horizon = state.latest_start_ms - retention_ms
+        for window, window_members in state.windows.items():
+            if next(iter(window_members.values()))["window_start_ms"] < horizon:
+                state._late[window] = now_ms
         return state
 
-    def apply(self, window: str, contribution: dict[str, Any]) -> None:
-        """Take in one contribution; a lower or equal version than the member's is ignored."""
+    def apply(self, window: str, contribution: dict[str, Any], now_ms: int | None = None) -> None:
+        """Take in one contribution (``now_ms``: the wall clock); a lower or equal version than the
+        member's is ignored."""
+        if now_ms is not None and now_ms > self.now_ms:
+            self.now_ms = now_ms
         start = contribution["window_start_ms"]
-        if start + self.retention_ms < self.latest_start_ms:
-            # Beyond the horizon the window's members are gone; updating it would publish a
-            # partial aggregate. The outcome itself is still amended in interaction_outcomes.
+        if window in self._tombstones or start < self.latest_start_ms - self.late_horizon_ms:
+            # Its other members are gone (or may be: beyond the late horizon nothing is remembered);
+            # an aggregate of the rest would be partial.
             self.late_dropped += 1
             return
+        if window in self._late or (
+            window not in self.windows and start + self.retention_ms < self.latest_start_ms
+        ):
+            self._late[window] = self.now_ms
         members = self.windows.setdefault(window, {})
         current = members.get(contribution["interaction_id"])
         if current is not None and current["version"] >= contribution["version"]:
@@ -136,17 +185,32 @@ class WindowState:
         self._changed_windows = set()
         return out
 
-    def expire(self) -> None:
-        """Forget windows older than the retention horizon."""
+    def expire(self, now_ms: int | None = None) -> None:
+        """Forget windows older than the retention horizon (a late one once it stopped lingering),
+        leaving a tombstone each; forget tombstones older than the late horizon."""
+        if now_ms is not None and now_ms > self.now_ms:
+            self.now_ms = now_ms
         horizon = self.latest_start_ms - self.retention_ms
-        for window in [
-            w for w, m in self.windows.items() if next(iter(m.values()))["window_start_ms"] < horizon
-        ]:
+        oldest = self.latest_start_ms - self.late_horizon_ms
+        for window, members in list(self.windows.items()):
+            start = next(iter(members.values()))["window_start_ms"]
+            if start >= horizon:
+                continue
+            touched = self._late.get(window)
+            if touched is not None and self.now_ms - touched < self.linger_ms:
+                continue
+            self._late.pop(window, None)
             for interaction_id in self.windows.pop(window):
                 member = (window, interaction_id)
                 self._changed_members.discard(member)
                 self._deleted_members.add(member)
             self._changed_windows.discard(window)
+            if start >= oldest:
+                self._tombstones[window] = start
+                self._changed_members.add((window, self.TOMBSTONE))
+        for window in [w for w, start in self._tombstones.items() if start < oldest]:
+            del self._tombstones[window]
+            self._deleted_members.add((window, self.TOMBSTONE))
 
     def take_changes(self) -> tuple[dict[str, bytes], set[str]]:
         """Changelog upserts and deletions since the last call."""
@@ -155,6 +219,9 @@ class WindowState:
             for w, i in self._changed_members
             if w in self.windows and i in self.windows[w]
         }
+        for w, i in self._changed_members:
+            if i == self.TOMBSTONE and w in self._tombstones:
+                upserts[self.member_key(w, i)] = orjson.dumps({"p": self.partition, "x": self._tombstones[w]})
         deleted = {self.member_key(w, i) for w, i in self._deleted_members}
         self._changed_members = set()
         self._deleted_members = set()

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,24 @@ def test_an_event_over_the_message_limit_gets_413_naming_it(
     assert [(r["index"], r["event_id"]) for r in rejected] == [(0, big["event_id"])]
     assert "Kafka message; the limit is 1,000,000" in rejected[0]["errors"][0]["message"]
     assert _accepted(response) == [small["event_id"]]
+
+
+def test_event_times_from_the_future_or_before_2000_are_refused_naming_created_at() -> None:
+    now = datetime.now(UTC)
+    batch = parse_batch(
+        [
+            _feedback(created_at=(now + timedelta(hours=3)).isoformat()),
+            _feedback(created_at="1999-06-01T00:00:00Z"),
+            _feedback(created_at=1_764_000_000),
+            _feedback(created_at=(now - timedelta(hours=20)).isoformat()),  # late, not forged
+            _feedback(created_at=(now + timedelta(minutes=2)).isoformat()),  # within the skew
+        ],
+        max_events=10,
+        max_future_skew_ms=300_000,
+    )
+    assert [i for i, _ in batch.events] == [3, 4]
+    reasons = {e["index"]: e["errors"][0] for e in batch.errors}
+    assert {r["field"] for r in reasons.values()} == {"created_at"}
+    assert "ahead of the wall clock" in reasons[0]["message"]
+    assert "before 2000" in reasons[1]["message"]
+    assert "not a number" in reasons[2]["message"]

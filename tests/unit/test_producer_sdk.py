@@ -32,6 +32,7 @@ from infra.settings import FieldCaps, KafkaSettings, ProducerSettings
 from producers import (
     BufferFullError,
     ClientClosedError,
+    EventTimeError,
     EventTooLargeError,
     Experiment,
     FeedbackClient,
@@ -700,3 +701,24 @@ def test_a_really_full_disk_refuses_and_loses_nothing(tmp_path: Path) -> None:
     assert out["final"]["spool_write_errors"] >= 1
     assert len(out["accepted"]) > 30
     assert out["on_disk"] == out["accepted"]  # every accepted event, once, in order
+
+
+def test_an_event_dated_in_the_future_is_refused_at_the_call_naming_created_at(
+    client: FeedbackClient,
+) -> None:
+    ahead = datetime.now(UTC) + timedelta(hours=2)
+    with pytest.raises(EventTimeError, match=r"created_at .* ahead of the wall clock"):
+        _interaction(client, created_at=ahead)
+    interaction = _interaction(client)
+    with pytest.raises(EventTimeError, match="MAX_FUTURE_SKEW_S"):
+        client.record_thumbs_up(interaction, created_at=ahead)
+    with pytest.raises(EventTimeError):
+        client.publish(interaction.model_copy(update={"created_at": ahead}))
+    # A few minutes of skew, and the past (a backfill, a spool replay), are fine.
+    _interaction(client, created_at=datetime.now(UTC) + timedelta(minutes=1))
+    client.record_thumbs_up(interaction, created_at=datetime.now(UTC) - timedelta(hours=30))
+
+
+def test_an_event_before_2000_is_refused_by_the_contract(client: FeedbackClient) -> None:
+    with pytest.raises(ValidationError, match="created_at"):
+        _interaction(client, created_at=datetime(1999, 12, 31, tzinfo=UTC))
