@@ -25,6 +25,7 @@ from schemas.experiments import (
     OutcomeMetric,
     RegressionAlert,
 )
+from schemas.tickets import SupportTicket
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,6 +44,7 @@ __all__ = [
     "OutcomeMetric",
     "PromptVersionMetrics",
     "RegressionAlert",
+    "SupportTicket",
     "format_ms",
     "format_timestamp",
     "signals",
