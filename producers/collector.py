@@ -1,7 +1,7 @@
 """The HTTP collector: browsers and mobile apps POST events; we validate and publish them via the SDK.
 
 ``POST /v1/events`` takes one event object or an array of them, each with ``"type"`` set to
-``"interaction"`` or ``"feedback"`` next to the contract's fields. Answers: 202 when every event
+``"interaction"``, ``"feedback"``, ``"support_ticket"`` next to the contract's fields. 202 when every event
 was accepted (buffered or spooled), 400 with a reason per invalid event (the valid ones in the
 same request are accepted all the same), 413 for a body or batch over the limits or an event over
 a field cap or the Kafka message limit (named, per event; the others are accepted), 429 when the
@@ -36,7 +36,7 @@ from producers.errors import EventTimeError, EventTooLargeError, NotAcceptingErr
 from producers.limits import EventLimits
 from producers.sdk import BufferFullError, ClientClosedError, Event, FeedbackClient
 from producers.sender.spool import SpoolError, check_spool_root
-from schemas import FeedbackEvent, InteractionEvent, to_epoch_ms
+from schemas import FeedbackEvent, InteractionEvent, SupportTicket, to_epoch_ms
 from schemas.events import event_time_error
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 #: Seconds a client is told to wait after a 503 (the spool drains or its disk is fixed meanwhile).
 RETRY_AFTER_S: Final = 5
 
-EVENT_TYPES: Final[dict[str, type[InteractionEvent] | type[FeedbackEvent]]] = {
+EVENT_TYPES: Final[dict[str, type[InteractionEvent] | type[FeedbackEvent] | type[SupportTicket]]] = {
     "interaction": InteractionEvent,
     "feedback": FeedbackEvent,
+    "support_ticket": SupportTicket,
 }
 
 
@@ -86,6 +87,8 @@ def parse_event(obj: Any, max_future_skew_ms: int | None = None) -> Event:
     fields = {k: v for k, v in obj.items() if k != "type"}
     fields.setdefault("event_id", str(uuid.uuid4()))
     fields.setdefault("created_at", datetime.now(UTC))
+    if model is SupportTicket:
+        fields.setdefault("ticket_id", fields["event_id"])  # as the SDK: a ticket without its help desk's id
     event = model.model_validate(fields)
     if max_future_skew_ms is not None:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
