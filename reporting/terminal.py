@@ -7,6 +7,7 @@ split into parts that repeat its first column.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from rich import box
@@ -14,7 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from reporting.loop import ALL, Indicator, LoopHealth, Unit
 from reporting.model import Issue, Report, describe_pattern
+
+_DAY = timedelta(days=1)
 
 
 def _pct(value: float | None) -> str:
@@ -91,6 +95,7 @@ def render_terminal(report: Report, console: Console) -> None:
     """Print the report: issues first, then indicators, segments, edits, guard, changelog, experiments."""
     console.rule(f"Weekly improvement report {report.week_label} — {report.interactions:,} interactions")
     print_issues(report, console)
+    print_loop(report.loop, console)
 
     rates = _table(
         "Leading indicators per prompt version",
@@ -266,3 +271,116 @@ def print_report(report: Report, console: Console, *, issues_only: bool = False)
         print_issues(report, console)
     else:
         render_terminal(report, console)
+
+
+# ----------------------------------------------------------------------------------- is the loop working?
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per value, its height between the series' minimum and maximum (· for no value)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "·" * len(values)
+    low, high = min(present), max(present)
+    span = high - low
+    return "".join(
+        "·" if v is None else _BARS[0 if span == 0 else round((v - low) / span * (len(_BARS) - 1))]
+        for v in values
+    )
+
+
+def format_value(indicator: Indicator, value: float | None) -> str:
+    """``value`` in the indicator's unit, for people."""
+    if value is None:
+        return "–"
+    if indicator.unit is Unit.SHARE:
+        return f"{value:.1%}"
+    if indicator.unit is Unit.MILLISECONDS:
+        return f"{value / 1000:.1f} s"
+    if indicator.unit is Unit.DAYS:
+        return f"{value:.1f} d"
+    if indicator.unit is Unit.COUNT:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def verdict(indicator: Indicator) -> str:
+    """The status cell: flagged in red, else green, or dim when there is too little to judge."""
+    if indicator.flag:
+        return f"[red]⚠ {indicator.verdict}[/red]"
+    if indicator.direction == "unknown" and indicator.on_target is None:
+        return f"[dim]{indicator.verdict}[/dim]"
+    return f"[green]✓ {indicator.verdict}[/green]"
+
+
+def print_loop(loop: LoopHealth, console: Console) -> None:
+    """Print the "Is the loop working?" section: each indicator's trend, target and verdict, the flags,
+    then the tables behind them (this week per version, cohorts, velocity, time to fix)."""
+    weeks = loop.weeks
+    span = f"{weeks[0]:%Y-%m-%d} – {loop.end - _DAY:%Y-%m-%d}" if weeks else ""
+    console.rule(f"Is the loop working? {len(weeks)} weeks, {span}")
+    table = _table("Indicators (trend oldest → newest; the week in progress is shown, not judged)",
+                   "indicator", "target", "trend", "latest", "vs. before", "status")  # fmt: skip
+    group = ""
+    for i in loop.indicators:
+        if i.group != group:
+            group = i.group
+            table.add_row(f"[bold]{group}[/bold]", "", "", "", "", "")
+        change = "–" if i.change is None else f"{i.change:+.0%}"
+        latest = format_value(i, i.level) + (" (median)" if i.by_median and i.level is not None else "")
+        table.add_row(i.name, i.target, sparkline([p.value for p in i.points]), latest, change, verdict(i))
+    table.print(console)
+    if loop.flags:
+        console.print("[bold red]Moving the wrong way:[/bold red]")
+        for flag in loop.flags:
+            console.print(f"  [red]⚠[/red] {flag}")
+    else:
+        console.print("[green]No indicator moves the wrong way.[/green]")
+
+    if loop.engagement:
+        week = f"{loop.weeks[-1]:%Y-%m-%d}" if loop.weeks else ""
+        tickets = {r["prompt_version"]: r for r in loop.tickets}
+        per_version = _table(
+            f"This week ({week}) per prompt version",
+            *("version", "active users", "interactions / user", "back next week", "AI-quality tickets"),
+            "per 1,000",
+        )
+        for r in loop.engagement:
+            t = tickets.get(r["prompt_version"], {})
+            per_version.add_row(
+                r["prompt_version"] if r["prompt_version"] != ALL else "all versions",
+                f"{r['active_users']:,}",
+                _num(r["interactions_per_active_user"]),
+                _pct(r["next_week_return_rate"]),
+                f"{t.get('ai_quality_tickets', 0):,}" + ("" if r["prompt_version"] == ALL else " linked"),
+                _num(t.get("ai_quality_tickets_per_1000")),
+            )
+        per_version.print(console)
+    cohorts = [r for r in loop.cohorts if r["users"]][-6:]
+    if cohorts:
+        retention = _table("Cohort retention (users first seen that week)", "cohort week", "users",
+                           "week 1", "week 2", "week 4")  # fmt: skip
+        for r in cohorts:
+            retention.add_row(
+                f"{r['cohort_week']:%Y-%m-%d}",
+                f"{r['users']:,}",
+                _pct(r["retention_week_1"]),
+                _pct(r["retention_week_2"]),
+                _pct(r["retention_week_4"]),
+            )
+        retention.print(console)
+    if loop.fixes:
+        fixes = _table("Time from feedback to fix", "version", "addresses", "first seen", "to registration",
+                       "to promotion")  # fmt: skip
+        for r in loop.fixes:
+            seen = r["first_seen"]
+            fixes.add_row(
+                r["version"],
+                r["ref"],
+                "–" if seen is None else f"{seen:%Y-%m-%d}",
+                "–" if r["days_to_register"] is None else f"{r['days_to_register']:.1f} d",
+                "–" if r["days_to_promote"] is None else f"{r['days_to_promote']:.1f} d",
+            )
+        fixes.print(console)

@@ -61,7 +61,7 @@ SELECT
 FROM (SELECT * FROM {db}.support_tickets FINAL) AS t
 LEFT JOIN
 (
-    SELECT interaction_id, user_id, prompt_version, interaction_created_at, toUInt8(1) AS found
+    SELECT interaction_id, user_id, prompt_version, interaction_created_at, 1 AS found
     FROM {db}.interaction_outcomes FINAL
 ) AS o ON t.interaction_id = o.interaction_id AND t.user_id = o.user_id;
 
@@ -93,7 +93,7 @@ FROM
 LEFT JOIN
 (
     SELECT DISTINCT toDateTime(toMonday(interaction_created_at), 'UTC') - toIntervalDay(7) AS week_start, user_id,
-           toUInt8(1) AS found
+           1 AS found
     FROM {db}.interaction_outcomes FINAL
 ) AS nx ON w.week_start = nx.week_start AND w.user_id = nx.user_id
 WHERE w.week_start >= {start:DateTime64(3)} AND w.week_start < {end:DateTime64(3)}
@@ -102,6 +102,26 @@ ORDER BY week_start, prompt_version;
 
 CREATE OR REPLACE VIEW {db}.engagement AS
 SELECT * FROM {db}.engagement_between(start = '1970-01-01 00:00:00', end = '2200-01-01 00:00:00');
+
+-- The leading indicators per week, per prompt version and overall (prompt_version '(all)'), for the
+-- trends next to the lagging ones: regeneration rate, mean edit distance (edited interactions), mean
+-- time to first correction (corrected interactions).
+CREATE OR REPLACE VIEW {db}.weekly_indicators_between AS
+SELECT
+    toDateTime(toMonday(interaction_created_at), 'UTC') AS week_start,
+    version_or_all AS prompt_version,
+    count() AS interactions,
+    countIf(regenerated) / interactions AS regeneration_rate,
+    avg(edit_distance) AS avg_edit_distance,
+    avg(time_to_first_correction_ms) AS avg_time_to_first_correction_ms
+FROM {db}.interaction_outcomes FINAL
+ARRAY JOIN [prompt_version, '(all)'] AS version_or_all
+WHERE week_start >= {start:DateTime64(3)} AND week_start < {end:DateTime64(3)}
+GROUP BY week_start, version_or_all
+ORDER BY week_start, version_or_all;
+
+CREATE OR REPLACE VIEW {db}.weekly_indicators AS
+SELECT * FROM {db}.weekly_indicators_between(start = '1970-01-01 00:00:00', end = '2200-01-01 00:00:00');
 
 -- Weekly cohorts: the users first seen (first interaction ever) in week W, and the share of them active
 -- in W+1, W+2 and W+4 (NULL until the data covers that week).
@@ -252,7 +272,7 @@ FROM
 (
     SELECT first_week + toIntervalWeek(arrayJoin(range(toUInt32(greatest(0, intDiv(dateDiff('day', first_week, last_week), 7) + 1))))) AS week_start
 ) AS w
-LEFT JOIN (SELECT *, toUInt8(1) AS k FROM {db}.experiment_runs) AS r ON 1 = 1
+LEFT JOIN {db}.experiment_runs AS r ON 1 = 1
 WHERE w.week_start >= {start:DateTime64(3)} AND w.week_start < {end:DateTime64(3)}
 GROUP BY week_start
 ORDER BY week_start;
@@ -299,7 +319,8 @@ FROM
                 kind = 'delete', words[2],
                 '') AS b,
         multiIf(kind = 'edit', length(splitByString('->', body)) = 2 AND a != '' AND b != '',
-                kind = 'delete', length(words) = 2,
+                kind = 'delete', length(words) = 2 AND words[1] IN ('opening', 'middle', 'closing')
+                    AND words[2] IN ('words', 'sentence', 'paragraph'),
                 kind IN ('insert', 'ticket'), a != '',
                 0) AS valid
     FROM
@@ -312,26 +333,26 @@ FROM
 ) AS v
 LEFT JOIN
 (
-    SELECT 'edit' AS kind, original_norm AS a, corrected_norm AS b, min(created_at) AS first_seen, toUInt8(1) AS found
+    SELECT 'edit' AS fix_kind, original_norm AS a, corrected_norm AS b, min(created_at) AS first_seen, 1 AS found
     FROM {db}.edit_operation_rows
     WHERE kind = 'replace'
     GROUP BY a, b
     UNION ALL
-    SELECT 'insert' AS kind, corrected_norm AS a, '' AS b, min(created_at) AS first_seen, toUInt8(1) AS found
+    SELECT 'insert' AS fix_kind, corrected_norm AS a, '' AS b, min(created_at) AS first_seen, 1 AS found
     FROM {db}.edit_operation_rows
     WHERE kind = 'insert'
     GROUP BY a
     UNION ALL
-    SELECT 'delete' AS kind, position AS a, unit AS b, min(created_at) AS first_seen, toUInt8(1) AS found
+    SELECT 'delete' AS fix_kind, position AS a, unit AS b, min(created_at) AS first_seen, 1 AS found
     FROM {db}.edit_operation_rows
     WHERE kind = 'delete'
     GROUP BY a, b
     UNION ALL
-    SELECT 'ticket' AS kind, lower(category) AS a, '' AS b, min(created_at) AS first_seen, toUInt8(1) AS found
+    SELECT 'ticket' AS fix_kind, lower(category) AS a, '' AS b, min(created_at) AS first_seen, 1 AS found
     FROM {db}.support_tickets FINAL
     WHERE ai_quality
     GROUP BY a
-) AS f ON v.kind = f.kind AND v.a = f.a AND v.b = f.b
+) AS f ON v.kind = f.fix_kind AND v.a = f.a AND v.b = f.b
 LEFT JOIN
 (
     SELECT version, toNullable(promoted_at) AS promoted_at FROM {db}.version_promotions
