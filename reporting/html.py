@@ -629,8 +629,8 @@ def _loop_section(loop: LoopHealth) -> str:
     weeks = loop.weeks
     span = f"{weeks[0]:%Y-%m-%d} to {loop.end:%Y-%m-%d}" if weeks else ""
     intro = (
-        f"<p class='muted'>The last {len(weeks)} weeks ({span}, UTC). A week is judged once it is complete "
-        "(the newest interaction is past its end); the week in progress is drawn grey. An indicator is "
+        f"<p class='muted'>The last {len(weeks)} weeks ({span}, UTC). A week is judged once it is over; "
+        "the week in progress is drawn grey. An indicator is "
         "flagged when its last complete week moves against its target direction, compared with the mean "
         "of the four before it, or when it misses a level target.</p>"
     )
@@ -655,7 +655,12 @@ def _loop_section(loop: LoopHealth) -> str:
         )
     else:
         flags = "<p class='ok' id='loop-flags'>No indicator moves the wrong way.</p>"
-    plots = "".join(_indicator_plot(i, f"plot-loop-{i.key}") for i in loop.indicators)
+    plots = "".join(
+        _indicator_plot(i, f"plot-loop-{i.key}")
+        if any(p.value is not None for p in i.points)
+        else f"<div class='plot muted' id='no-plot-loop-{i.key}'><h3>{_e(i.name)}</h3>no data yet</div>"
+        for i in loop.indicators
+    )
     return intro + flags + table + f"<div class='grid'>{plots}</div>" + _loop_tables(loop)
 
 

@@ -8,8 +8,8 @@ follow when prompts get better (engagement, retention, support tickets about AI 
 the rows of the views (``reporting.queries``) and returns an :class:`LoopHealth`; ``reporting.model``
 reads the rows, the renderers show the result.
 
-**Complete periods.** A week or month is complete once the newest interaction is past its end; the one
-in progress is shown but never judged (a half week has fewer active users, not a worse product).
+**Complete periods.** A week or month is complete once it is over (the wall clock is past its end); the
+one in progress is shown but never judged (a half week has fewer active users, not a worse product).
 
 **Moving the wrong way.** An indicator's *latest* value is its last complete period's; its *baseline*
 the mean of up to :data:`BASELINE_PERIODS` complete periods before it. With at least
@@ -262,11 +262,11 @@ def assemble(
     time_to_fix_target_days: float,
     tolerance: float,
 ) -> LoopHealth:
-    """The section from the views' rows over the weeks ``[start, end)`` (Mondays), judged as of the
-    newest interaction ``as_of``: weekly rows of ``weekly_indicators``, ``engagement`` and
-    ``support_ticket_rates``; ``cohort_retention``; months of ``prompt_velocity``; weeks of
-    ``experiments_concurrent``; ``time_to_fix`` rows of the versions registered in the range and its
-    summary."""
+    """The section from the views' rows over the weeks ``[start, end)`` (Mondays), judged as of
+    ``as_of`` (the wall clock: periods not over by then are in progress): weekly rows of
+    ``weekly_indicators``, ``engagement`` and ``support_ticket_rates``; ``cohort_retention``; months of
+    ``prompt_velocity``; weeks of ``experiments_concurrent``; ``time_to_fix`` rows of the versions
+    registered in the range and its summary."""
     weeks = [start + timedelta(weeks=n) for n in range((end - start) // timedelta(weeks=1))]
     week = timedelta(weeks=1)
     overall = [r for r in weekly if r["prompt_version"] == ALL]

@@ -211,7 +211,7 @@ def build_report(
         changelog=q.changelog(client, database),
         experiments=q.experiment_results(client, database, start, end),
         experiment_decisions=q.experiment_decisions(client, database),
-        loop=build_loop(client, database, start, end, latest, rules),
+        loop=build_loop(client, database, start, end, datetime.now(UTC), rules),
     )
 
 
@@ -220,17 +220,17 @@ def build_loop(
     database: str,
     week_start: datetime,
     week_end: datetime,
-    latest: datetime | None,
+    now: datetime,
     rules: InsightSettings,
 ) -> LoopHealth:
     """The "Is the loop working?" section: ``rules.loop_weeks`` weeks ending with the report's week,
-    judged as of ``latest`` (the newest interaction; later weeks are in progress)."""
+    judged as of ``now`` (a week or month not over by then is in progress, and not judged)."""
     start = week_start - timedelta(weeks=rules.loop_weeks - 1)
     first_month = datetime(start.year, start.month, 1, tzinfo=UTC)
     return assemble(
         start=start,
         end=week_end,
-        as_of=latest,
+        as_of=now,
         weekly=q.weekly_indicators(client, database, start, week_end),
         engagement=q.engagement(client, database, start, week_end),
         cohorts=q.cohort_retention(client, database, start, week_end),

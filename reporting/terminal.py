@@ -278,17 +278,19 @@ def print_report(report: Report, console: Console, *, issues_only: bool = False)
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[float | None]) -> str:
-    """One character per value, its height between the series' minimum and maximum (· for no value)."""
-    present = [v for v in values if v is not None]
+def sparkline(values: list[float | None], scale: list[float] | None = None) -> str:
+    """One character per value, its height between the minimum and maximum of ``scale`` (default: the
+    values; a value outside it is drawn at the edge), · for no value."""
+    present = scale if scale else [v for v in values if v is not None]
     if not present:
         return "·" * len(values)
     low, high = min(present), max(present)
     span = high - low
-    return "".join(
-        "·" if v is None else _BARS[0 if span == 0 else round((v - low) / span * (len(_BARS) - 1))]
-        for v in values
-    )
+
+    def bar(v: float) -> str:
+        return _BARS[0 if span == 0 else round((min(max(v, low), high) - low) / span * (len(_BARS) - 1))]
+
+    return "".join("·" if v is None else bar(v) for v in values)
 
 
 def format_value(indicator: Indicator, value: float | None) -> str:
@@ -330,7 +332,9 @@ def print_loop(loop: LoopHealth, console: Console) -> None:
             table.add_row(f"[bold]{group}[/bold]", "", "", "", "", "")
         change = "–" if i.change is None else f"{i.change:+.0%}"
         latest = format_value(i, i.level) + (" (median)" if i.by_median and i.level is not None else "")
-        table.add_row(i.name, i.target, sparkline([p.value for p in i.points]), latest, change, verdict(i))
+        # Scaled on the complete periods: a week in progress (or a burst in it) does not flatten the rest.
+        trend = sparkline([p.value for p in i.points], [p.value for p in i.judged if p.value is not None])
+        table.add_row(i.name, i.target, trend, latest, change, verdict(i))
     table.print(console)
     if loop.flags:
         console.print("[bold red]Moving the wrong way:[/bold red]")

@@ -182,7 +182,7 @@ def expected_regeneration_rates(outcomes: dict[str, dict[str, Any]]) -> dict[str
 # ------------------------------------------------------------------ is the loop working? (issue 17)
 #
 # Weeks are ISO weeks in UTC, keyed by the epoch milliseconds of their Monday 00:00. A number that needs a
-# week the data does not cover yet (the newest interaction is not past that week's end) is None.
+# week that is not over yet at ``now_ms`` (default: the wall clock) is None.
 
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
@@ -201,11 +201,13 @@ def month_of(epoch_ms: int) -> int:
     return round(datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
-def _newest(outcomes: dict[str, dict[str, Any]]) -> int:
-    return int(max(o["interaction_created_at_ms"] for o in outcomes.values()))
+def _now(now_ms: int | None) -> int:
+    return now_ms if now_ms is not None else round(datetime.now(UTC).timestamp() * 1000)
 
 
-def expected_engagement(outcomes: dict[str, dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+def expected_engagement(
+    outcomes: dict[str, dict[str, Any]], now_ms: int | None = None
+) -> dict[tuple[int, str], dict[str, Any]]:
     """(week, prompt_version or '(all)') -> active_users, interactions, interactions_per_active_user,
     returning_users (active the next week, with any version), next_week_return_rate."""
     active: dict[int, set[str]] = defaultdict(set)
@@ -215,12 +217,12 @@ def expected_engagement(outcomes: dict[str, dict[str, Any]]) -> dict[tuple[int, 
         active[week].add(o["user_id"])
         for version in (o["prompt_version"], ALL):
             groups[(week, version)][o["user_id"]] += 1
-    newest = _newest(outcomes)
+    now = _now(now_ms)
     result = {}
     for (week, version), users in groups.items():
         n = sum(users.values())
         back = sum(1 for u in users if u in active.get(week + WEEK_MS, set()))
-        covered = newest >= week + 2 * WEEK_MS
+        covered = now >= week + 2 * WEEK_MS
         result[(week, version)] = {
             "active_users": len(users),
             "interactions": n,
@@ -260,7 +262,9 @@ def expected_weekly_indicators(outcomes: dict[str, dict[str, Any]]) -> dict[tupl
     }
 
 
-def expected_cohorts(outcomes: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def expected_cohorts(
+    outcomes: dict[str, dict[str, Any]], now_ms: int | None = None
+) -> dict[int, dict[str, Any]]:
     """First-seen week -> users, active_week_{1,2,4} and retention_week_{1,2,4}."""
     weeks: dict[str, set[int]] = defaultdict(set)
     for o in outcomes.values():
@@ -268,14 +272,14 @@ def expected_cohorts(outcomes: dict[str, dict[str, Any]]) -> dict[int, dict[str,
     cohorts: dict[int, list[set[int]]] = defaultdict(list)
     for seen in weeks.values():
         cohorts[min(seen)].append(seen)
-    newest = _newest(outcomes)
+    now = _now(now_ms)
     result = {}
     for cohort, members in cohorts.items():
         row: dict[str, Any] = {"users": len(members)}
         for k in (1, 2, 4):
             back = sum(1 for seen in members if cohort + k * WEEK_MS in seen)
             row[f"active_week_{k}"] = back
-            row[f"retention_week_{k}"] = back / len(members) if newest >= cohort + (k + 1) * WEEK_MS else None
+            row[f"retention_week_{k}"] = back / len(members) if now >= cohort + (k + 1) * WEEK_MS else None
         result[cohort] = row
     return result
 

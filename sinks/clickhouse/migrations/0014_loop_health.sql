@@ -4,8 +4,7 @@
 -- Weekly views count ISO weeks (Monday 00:00 UTC). Their *_between variants report the weeks whose
 -- Monday lies in [start, end), each week whole; what a week's numbers look up outside the range (when
 -- a user was first seen, whether they came back, when a pattern first appeared) is looked up in all
--- the data. A number that needs a week the data does not cover yet is NULL: a week is covered once
--- the newest interaction is past its end.
+-- the data. A number that needs a week that is not over yet (by the wall clock) is NULL.
 
 -- Support tickets (topic ai.support_tickets.v1): one row per ticket_id, the copy the sink wrote last.
 CREATE TABLE IF NOT EXISTS {db}.support_tickets
@@ -70,7 +69,6 @@ LEFT JOIN
 -- them who return the next week (an interaction of any version in week W+1). Per version, a user
 -- counts for each version they used that week.
 CREATE OR REPLACE VIEW {db}.engagement_between AS
-WITH (SELECT max(interaction_created_at) FROM {db}.interaction_outcomes FINAL) AS newest
 SELECT
     w.week_start AS week_start,
     w.prompt_version AS prompt_version,
@@ -78,7 +76,7 @@ SELECT
     sum(w.n) AS interactions,
     interactions / active_users AS interactions_per_active_user,
     countIf(nx.found = 1) AS returning_users,
-    if(newest >= w.week_start + toIntervalDay(14), returning_users / active_users, NULL) AS next_week_return_rate
+    if(now64(3) >= w.week_start + toIntervalDay(14), returning_users / active_users, NULL) AS next_week_return_rate
 FROM
 (
     SELECT toDateTime(toMonday(interaction_created_at), 'UTC') AS week_start, prompt_version, user_id, count() AS n
@@ -124,18 +122,17 @@ CREATE OR REPLACE VIEW {db}.weekly_indicators AS
 SELECT * FROM {db}.weekly_indicators_between(start = '1970-01-01 00:00:00', end = '2200-01-01 00:00:00');
 
 -- Weekly cohorts: the users first seen (first interaction ever) in week W, and the share of them active
--- in W+1, W+2 and W+4 (NULL until the data covers that week).
+-- in W+1, W+2 and W+4 (NULL until that week is over).
 CREATE OR REPLACE VIEW {db}.cohort_retention_between AS
-WITH (SELECT max(interaction_created_at) FROM {db}.interaction_outcomes FINAL) AS newest
 SELECT
     cohort_week,
     count() AS users,
     countIf(has(weeks, cohort_week + toIntervalDay(7))) AS active_week_1,
     countIf(has(weeks, cohort_week + toIntervalDay(14))) AS active_week_2,
     countIf(has(weeks, cohort_week + toIntervalDay(28))) AS active_week_4,
-    if(newest >= cohort_week + toIntervalDay(14), active_week_1 / users, NULL) AS retention_week_1,
-    if(newest >= cohort_week + toIntervalDay(21), active_week_2 / users, NULL) AS retention_week_2,
-    if(newest >= cohort_week + toIntervalDay(35), active_week_4 / users, NULL) AS retention_week_4
+    if(now64(3) >= cohort_week + toIntervalDay(14), active_week_1 / users, NULL) AS retention_week_1,
+    if(now64(3) >= cohort_week + toIntervalDay(21), active_week_2 / users, NULL) AS retention_week_2,
+    if(now64(3) >= cohort_week + toIntervalDay(35), active_week_4 / users, NULL) AS retention_week_4
 FROM
 (
     SELECT user_id, min(week) AS cohort_week, groupUniqArray(week) AS weeks
