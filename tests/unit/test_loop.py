@@ -3,6 +3,7 @@ velocity views on chdb against the oracle (tests/support/oracle.py)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from schemas import (
     topics,
 )
 from schemas.experiments import ExperimentAction
-from sinks.clickhouse import migrate
+from sinks.clickhouse import migrate, migrations
 from tests.support.oracle import (
     expected_concurrent,
     expected_time_to_fix,
@@ -411,3 +412,20 @@ def test_velocity_and_time_to_fix_equal_the_oracle(
     page = render_html(report)
     assert "Is the loop working?" in page
     assert 'id="time-to-fix"' in page
+
+
+def test_every_table_and_view_is_in_the_readmes_clickhouse_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    created, dropped = set(), set()
+    for migration in migrations():
+        created |= set(
+            re.findall(
+                r"CREATE (?:OR REPLACE )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?\{db\}\.(\w+)", migration.sql
+            )
+        )
+        dropped |= set(re.findall(r"DROP TABLE (?:IF EXISTS )?\{db\}\.(\w+)", migration.sql))
+    documented: set[str] = set()
+    for first_cell in re.findall(r"^\| ([^|]+) \|", readme, re.MULTILINE):
+        for name, between in re.findall(r"`(\w+)(\(_between\))?`", first_cell):
+            documented |= {name, f"{name}_between"} if between else {name}
+    assert sorted(created - dropped - documented) == []

@@ -44,7 +44,8 @@ ENGINE = ReplacingMergeTree
 ORDER BY (experiment_id, created_at, revision);
 
 -- Each ticket with the prompt version of the interaction it names. Linked only when that interaction
--- exists and belongs to the ticket's user: a ticket cannot claim another user's interaction.
+-- exists and belongs to the ticket's user: a ticket cannot claim another user's interaction (and an id
+-- the same user reused in another session links once, to its first interaction).
 CREATE OR REPLACE VIEW {db}.support_tickets_linked AS
 SELECT
     t.ticket_id AS ticket_id,
@@ -62,6 +63,8 @@ LEFT JOIN
 (
     SELECT interaction_id, user_id, prompt_version, interaction_created_at, 1 AS found
     FROM {db}.interaction_outcomes FINAL
+    ORDER BY interaction_created_at, session_id
+    LIMIT 1 BY interaction_id, user_id
 ) AS o ON t.interaction_id = o.interaction_id AND t.user_id = o.user_id;
 
 -- Engagement per week, per prompt version and overall (prompt_version '(all)'): weekly active users
