@@ -259,7 +259,7 @@ FEATURES: tuple[Feature, ...] = (
     # Issue 17: the loop-health views (0014_loop_health.sql) and their dashboard.
     Feature(
         "WITH (<scalar subquery>) AS name",
-        (r"WITH \(SELECT",),
+        (r"WITH\s+\(SELECT",),
         ("WITH (SELECT max(number) FROM numbers(5)) AS newest SELECT newest",),
         "4",
         ("WITH",),
