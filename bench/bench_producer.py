@@ -9,6 +9,9 @@ can only take it by force (every ``sys.getswitchinterval()``). Three runs:
 * ``broker_down``: the SDK points at a closed port on 127.0.0.1, so every event goes through the
   buffer and the sender process into the on-disk spool. The 50 µs p99 budget is about this run.
 * ``broker_up``: the configured broker, on topics of the run's own namespace (deleted after).
+* ``broker_down_redacted``: ``broker_down`` with every built-in redaction detector switched on
+  (tight loop only). The workload's text has nothing to redact, so this is what the scans cost
+  every event; ``redaction_us`` times the redactor alone on texts with and without findings.
 
 ``sdk_events_per_s`` counts until the SDK finished the work (acknowledged, or written to the
 spool); ``caller_events_per_s`` only the loop. ``app_cpu_us_per_event`` is the CPU the app's
@@ -36,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from infra.kafka import delete_topics, ensure_topics
-from infra.settings import KafkaSettings, ProducerSettings, Settings
-from producers import FeedbackClient, InteractionLike
+from infra.settings import KafkaSettings, ProducerSettings, RedactionSettings, Settings
+from producers import FeedbackClient, InteractionLike, Redactor
+from producers.redaction import BUILT_IN
 from producers.wire import new_id
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, topics
 
@@ -186,6 +190,27 @@ def _sdk(
 #: The paced runs: an app recording events as they come, well under the SDK's capacity.
 PACED_EVENTS_PER_S = 5000
 
+#: Texts the redactor is timed on alone: the workload's, prose with numbers, and one with a value
+#: of every kind.
+REDACTION_TEXTS = {
+    "workload_prompt_and_response": PROMPT + RESPONSE,
+    "numbered_list": "1. Budget approved for 2025\n2. Launch moved to May 3\n3. Hiring freeze lifted\n" * 2,
+    "every_kind": "Mail jane.doe@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111 "
+    "(seen from 10.1.2.3).",
+}
+
+
+def _redaction_us(repeat: int = 20_000) -> dict[str, float]:
+    """Microseconds the redactor (every built-in detector) takes per text, alone."""
+    redactor = Redactor(BUILT_IN)
+    out: dict[str, float] = {}
+    for name, text in REDACTION_TEXTS.items():
+        started = time.perf_counter()
+        for _ in range(repeat):
+            redactor.redact(text)
+        out[name] = round((time.perf_counter() - started) / repeat * 1e6, 2)
+    return out
+
 
 def run(settings: Settings, events: int = 20_000) -> dict[str, Any]:
     """Benchmark validation alone, the SDK with the broker down (closed port) and up (``settings.kafka``).
@@ -215,8 +240,16 @@ def run(settings: Settings, events: int = 20_000) -> dict[str, Any]:
                 out["broker_up"] = _sdk(
                     up, producer.model_copy(update={"spool_dir": spool}), count, True, rate
                 )
+            redacting = producer.model_copy(
+                update={
+                    "spool_dir": Path(tmp) / "down-redacted",
+                    "redaction": RedactionSettings(detectors=BUILT_IN),
+                }
+            )
+            results["broker_down_redacted"] = _sdk(down, redacting, events, False)
         finally:
             delete_topics(up, names)
+    results["redaction_us"] = _redaction_us()
     results["paced"] = paced
     results["load_average"] = [round(load, 2) for load in os.getloadavg()]
     return results

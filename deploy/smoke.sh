@@ -58,7 +58,7 @@ compose exec -T -e COLUMNS=160 worker feedbackloop doctor --running || fail "doc
 say "one interaction through the collector"
 id=$(python3 -c 'import uuid; print(uuid.uuid4())')
 curl -fsS -X POST http://127.0.0.1:8080/v1/events \
-  -H 'Authorization: Bearer change-me' -H 'Content-Type: application/json' \
+  -H 'Authorization: Bearer change-me-local-ingest-token' -H 'Content-Type: application/json' \
   -d "{\"type\": \"interaction\", \"interaction_id\": \"$id\", \"user_id\": \"smoke\", \"session_id\": \"smoke\",
        \"prompt\": \"hello\", \"prompt_version\": \"smoke\", \"model\": \"none\", \"response\": \"hi\",
        \"response_time_ms\": 1}" || fail "the collector refused the event"

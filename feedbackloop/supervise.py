@@ -38,6 +38,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FEEDBACKLOOP_CLICKHOUSE__FLUSH_INTERVAL_S": str(settings.clickhouse.flush_interval_s),
         "FEEDBACKLOOP_PIPELINE__APP_ID": settings.pipeline.app_id,
         "FEEDBACKLOOP_PIPELINE__IDLE_ADVANCE_S": str(settings.pipeline.idle_advance_s),
+        "FEEDBACKLOOP_PIPELINE__LATE_HORIZON_S": str(settings.pipeline.late_horizon_s),
+        "FEEDBACKLOOP_PIPELINE__MAX_FUTURE_SKEW_S": str(settings.pipeline.max_future_skew_s),
         "FEEDBACKLOOP_PIPELINE__SESSION_TIMEOUT_S": str(settings.pipeline.session_timeout_s),
         "FEEDBACKLOOP_PIPELINE__WEB_PORT": str(settings.pipeline.web_port),
     }

@@ -7,8 +7,9 @@ environment. Every field can be set with ``FEEDBACKLOOP_<SECTION>__<FIELD>``, e.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -216,10 +217,75 @@ class FieldCaps(BaseModel):
     )
 
 
+#: The built-in detectors of redaction (producers/redaction.py), in the order they win an overlap.
+RedactionDetector = Literal["email", "card", "ip", "phone"]
+_PATTERN_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: The shortest bearer token or redaction key accepted (an empty one would open the door).
+MIN_SECRET_CHARS = 16
+#: The shortest interaction secret accepted (an HMAC key).
+MIN_INTERACTION_SECRET_CHARS = 32
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+|null")
+
+
+class RedactionSettings(BaseModel):
+    """What the SDK and the collector redact from free text (prompt, response, corrected_output,
+    comment, metadata values) before an event leaves the app or is acknowledged (docs/security.md).
+
+    Off by default: nothing is detected and nothing costs anything until a detector or a pattern
+    is switched on. A redacted value becomes one placeholder word (``[email]``), so edit distance
+    and edit patterns still work on the text.
+    """
+
+    # A refused secret must not be echoed into a log with the error (pydantic shows the input).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    detectors: tuple[RedactionDetector, ...] = Field(
+        (),
+        description="Built-in detectors to switch on: email addresses, card numbers (Luhn-checked), IP "
+        "addresses (v4 and v6), phone numbers. JSON list in the environment.",
+    )
+    patterns: dict[str, str] = Field(
+        {},
+        description="Custom patterns: placeholder name (lower case, [a-z0-9_]) -> Python regular "
+        "expression; each match becomes [name]. They win overlaps with the built-in detectors.",
+    )
+    key: SecretStr | None = Field(
+        None,
+        description="With a key (16+ characters), a placeholder also names its value by a keyed hash "
+        "([email:3f9a0c12]): the same value gives the same placeholder in every event, a different "
+        "value a different one, so an edit that changes an address stays visible. Set the same key "
+        "in the SDK and the collector.",
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for name, pattern in patterns.items():
+            if not _PATTERN_NAME.fullmatch(name):
+                raise ValueError(f"redaction pattern name {name!r} must match [a-z][a-z0-9_]{{0,31}}")
+            if name in get_args(RedactionDetector):
+                raise ValueError(f"redaction pattern name {name!r} is a built-in detector's name")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redaction pattern {name!r} is not a regular expression: {exc}") from exc
+            if compiled.fullmatch(""):
+                raise ValueError(f"redaction pattern {name!r} matches the empty string")
+        return patterns
+
+    @field_validator("key")
+    @classmethod
+    def _key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"producer.redaction.key must have at least {MIN_SECRET_CHARS} characters")
+        return key
+
+
 class ProducerSettings(BaseModel):
     """How the producer SDK buffers, spools and hands events to Kafka (see docs/producers.md)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A refused secret must not be echoed into a log with the error (pydantic shows the input).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     client_id: str = Field("feedbackloop-sdk", description="Kafka client.id; also the metrics label.")
     buffer_max_events: int = Field(
@@ -265,18 +331,67 @@ class ProducerSettings(BaseModel):
         "lost when librdkafka refuses it later. Passed to librdkafka as its message.max.bytes.",
     )
     field_caps: FieldCaps = Field(FieldCaps(), description="Size caps of the free-text fields.")
+    redaction: RedactionSettings = Field(
+        RedactionSettings(), description="Redaction of free text at the edge (off by default)."
+    )
+    interaction_secret: SecretStr | None = Field(
+        None,
+        description="Signs interaction references: with it, FeedbackClient.interaction_token() gives an "
+        "HMAC over interaction, user and session, and the collector refuses events without a valid "
+        "one (docs/security.md). 32+ characters; the same value in the app and the collector.",
+    )
+    interaction_previous_secrets: tuple[SecretStr, ...] = Field(
+        (),
+        description="Secrets the collector still accepts tokens of (key rotation); nothing is signed "
+        "with them. JSON list in the environment.",
+    )
+
+    @field_validator("interaction_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < MIN_INTERACTION_SECRET_CHARS:
+            raise ValueError(
+                f"producer.interaction_secret must have at least {MIN_INTERACTION_SECRET_CHARS} characters "
+                "(an HMAC key; e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return secret
+
+    @model_validator(mode="after")
+    def _previous_need_a_current(self) -> ProducerSettings:
+        if self.interaction_previous_secrets and self.interaction_secret is None:
+            raise ValueError("producer.interaction_previous_secrets needs producer.interaction_secret")
+        if any(not secret.get_secret_value() for secret in self.interaction_previous_secrets):
+            raise ValueError("producer.interaction_previous_secrets holds an empty secret")
+        return self
 
 
 class CollectorSettings(BaseModel):
-    """The HTTP collector that browsers and mobile apps post events to."""
+    """The HTTP collector that browsers and mobile apps post events to (docs/security.md says which
+    settings each deployment needs)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A refused secret must not be echoed into a log with the error (pydantic shows the input).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     auth_token: SecretStr | None = Field(
-        None, description="Bearer token clients must send; none -> only 127.0.0.1 / ::1 clients."
+        None,
+        description="Bearer token clients must send (16+ characters); none -> only clients on this "
+        "machine, from no foreign web page. An empty value is an error, not 'no token'.",
     )
     cors_origins: tuple[str, ...] = Field(
-        (), description="Origins browsers may post from ('*' for any); empty -> no CORS headers."
+        (),
+        description="Origins (scheme://host[:port]) web pages may post from ('*' for any, only with a "
+        "token). A request with an Origin header not listed is refused, unless a token is set and "
+        "this is empty.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Host names requests may address besides IP addresses and localhost ('*' for any). "
+        "Checked without a token (against DNS rebinding) and whenever set.",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1",),
+        description="Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (the client's "
+        "address then comes from there); '*' for any, only behind a proxy that sets them.",
     )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
     max_events_per_request: int = Field(500, ge=1, description="Longer batches get 413.")
@@ -285,6 +400,66 @@ class CollectorSettings(BaseModel):
         description="Caps for events posted here, e.g. tighter ones for browsers; none -> the "
         "producer's (which the SDK enforces on every event in any case).",
     )
+    rate_limit_per_s: float = Field(
+        50.0,
+        ge=0,
+        description="Requests per second one client (address; IPv6 by /64) may make to POST /v1/events "
+        "on average, per collector process; more get 429 with Retry-After. 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        200, ge=1, description="Requests a client may make at once before the rate applies."
+    )
+    rate_limit_clients: int = Field(
+        100_000, ge=1, description="Clients whose rate is remembered; the longest idle are forgotten."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must deliver a request's line and headers within this (from its "
+        "opening, or from a kept-alive request's first byte); else 408 and closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must arrive within this once its headers have; else 408."
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="An idle kept-alive connection is closed after this many seconds."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections (and requests in progress) at once; beyond it requests get 503 at once.",
+    )
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"collector.auth_token has {len(token.get_secret_value())} characters; at least "
+                f"{MIN_SECRET_CHARS} are needed (an empty value, e.g. an unset variable in a template, "
+                "would let anyone post). Unset it to take local clients only."
+            )
+        return token
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"collector.cors_origins: {origin!r} is not an origin (scheme://host[:port], no path "
+                    "and no trailing slash, as browsers send it) or '*'"
+                )
+        return origins
+
+    @model_validator(mode="after")
+    def _any_origin_needs_a_token(self) -> CollectorSettings:
+        if "*" in self.cors_origins and self.auth_token is None:
+            raise ValueError(
+                "collector.cors_origins '*' without collector.auth_token would let any web page the "
+                "user opens post to this collector; list the origins, or set a token"
+            )
+        return self
 
 
 class InsightSettings(BaseModel):
@@ -455,6 +630,9 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         frozen=True,
+        # Errors name the setting but do not repeat its value: a refused token or secret (too short)
+        # must not end up in a log. The nested sections' own option applies only when validated alone.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()

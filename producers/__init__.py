@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NotAcceptingError,
     )
     from producers.impact import UserImpact, fetch_impact
+    from producers.redaction import Redactor
     from producers.sdk import FeedbackClient, InteractionLike, InteractionRef, TimedInteraction
     from producers.sender.loop import Mode
     from producers.sender.spool import SpoolError
@@ -51,6 +52,7 @@ _HOMES = {
     "NotAcceptingError": "producers.errors",
     "UserImpact": "producers.impact",
     "fetch_impact": "producers.impact",
+    "Redactor": "producers.redaction",
     "FeedbackClient": "producers.sdk",
     "InteractionLike": "producers.sdk",
     "InteractionRef": "producers.sdk",
@@ -88,6 +90,7 @@ __all__ = [
     "InteractionRef",
     "Mode",
     "NotAcceptingError",
+    "Redactor",
     "SpoolError",
     "TimedInteraction",
     "UserImpact",

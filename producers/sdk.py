@@ -46,10 +46,12 @@ from producers.limits import (
     message_too_large,
     oversized_field,
 )
+from producers.redaction import Redactor
 from producers.sender.ipc import record_frame, topic_prefix
 from producers.sender.loop import Mode
 from producers.sender.process import SenderProcess, sender_config
 from producers.sender.spool import SpoolError, check_spool_root
+from producers.signing import InteractionSigner
 from producers.wire import event_json, new_id, now_ms
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent, SupportTicket, to_epoch_ms, topics
 from schemas.events import event_time_error
@@ -71,6 +73,7 @@ __all__ = [
     "NotAcceptingError",
     "SpoolError",
     "TimedInteraction",
+    "interaction_signer",
 ]
 
 
@@ -107,6 +110,11 @@ class FeedbackClient:
     manager or call :meth:`close`. Every ``record_*`` call is non-blocking and may be called from
     asyncio code directly; :meth:`aclose` / :meth:`aflush` run the blocking parts off the loop.
 
+    With ``producer.redaction`` switched on (or a ``redactor`` given), every event's free text is
+    redacted on the caller's thread before it is serialized (see :mod:`producers.redaction`); the
+    events the calls return hold the redacted text. With ``producer.interaction_secret`` set,
+    :meth:`interaction_token` signs interaction references for web pages.
+
     The constructor checks that the spool folder can be created and written (raising
     :class:`SpoolError`, which names it, when not), starts the client's sender process and
     returns; events recorded before that process is ready wait in the buffer. A client that is
@@ -119,6 +127,7 @@ class FeedbackClient:
         kafka: KafkaSettings,
         producer: ProducerSettings | None = None,
         *,
+        redactor: Redactor | None = None,
         max_future_skew_s: float | None = None,
     ) -> None:
         self.settings = producer or ProducerSettings()
@@ -126,6 +135,9 @@ class FeedbackClient:
         self._max_skew_ms = int(skew_s * 1000)
         self._closed = True  # until the sender process is started (__del__ may run on a failed init)
         check_spool_root(self.settings.spool_dir)
+        # None when redaction is off: the record_* calls then pay one `is not None` for it.
+        self._redactor = redactor or Redactor.from_settings(self.settings.redaction)
+        self._signer = interaction_signer(self.settings)
         caps = self.settings.field_caps
         self._caps = caps
         self._prompt_cap, self._response_cap = caps.prompt, caps.response
@@ -142,7 +154,7 @@ class FeedbackClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackClient:
-        """A client for the Kafka and producer sections of ``settings`` (and the pipeline's clock skew)."""
+        """A client for the Kafka and producer sections of ``settings``."""
         return cls(settings.kafka, settings.producer, max_future_skew_s=settings.pipeline.max_future_skew_s)
 
     # -- experiments ---------------------------------------------------------------------------------
@@ -182,7 +194,9 @@ class FeedbackClient:
         """Record one AI call and return its event (pass it to the feedback calls).
 
         ``assignment`` (from :meth:`Experiment.assign`) fills ``experiment_id`` and ``variant``.
-        Ids and ``created_at`` (now) are filled in when not given. Raises
+        Ids and ``created_at`` (now) are filled in when not given. With redaction on, the prompt,
+        response and metadata values are redacted first (the event returned holds the redacted
+        text, and ``metadata["redacted.<field>"]`` marks each field that changed). Raises
         ``pydantic.ValidationError`` on invalid input, :class:`EventTooLargeError` for a field over
         its cap (``producer.field_caps``) or an event over ``producer.max_message_bytes``,
         :class:`BufferFullError` when the buffer is full, :class:`NotAcceptingError` when the
@@ -196,30 +210,30 @@ class FeedbackClient:
         created_at_text = None
         if created_at is None:
             created_at, created_at_text = now_ms()
+        fields = {
+            "event_id": event_id or new_id(),
+            "interaction_id": interaction_id or new_id(),
+            "user_id": user_id,
+            "session_id": session_id,
+            "created_at": created_at,
+            "prompt": prompt,
+            "prompt_version": prompt_version,
+            "model": model,
+            "response": response,
+            "response_time_ms": response_time_ms,
+            "regenerated_from": regenerated_from,
+            "input_category": input_category,
+            "experiment_id": experiment_id,
+            "variant": variant,
+            "metadata": metadata if metadata is not None else {},
+        }
+        redacted = self._redactor is not None and self._redactor.redact_interaction(fields)
         # model_validate on a dict: the same validation as keyword construction, ~2 µs less.
-        event = _validate_interaction(
-            {
-                "event_id": event_id or new_id(),
-                "interaction_id": interaction_id or new_id(),
-                "user_id": user_id,
-                "session_id": session_id,
-                "created_at": created_at,
-                "prompt": prompt,
-                "prompt_version": prompt_version,
-                "model": model,
-                "response": response,
-                "response_time_ms": response_time_ms,
-                "regenerated_from": regenerated_from,
-                "input_category": input_category,
-                "experiment_id": experiment_id,
-                "variant": variant,
-                "metadata": metadata if metadata is not None else {},
-            }
-        )
+        event = _validate_interaction(fields)
         if created_at_text is None:  # the app's own time, not now: it may be from a broken clock
             self._check_time(event)
         # Validated: prompt and response are str. A few comparisons; the full check on a miss.
-        if len(prompt) > self._prompt_cap or len(response) > self._response_cap or metadata:
+        if redacted or len(prompt) > self._prompt_cap or len(response) > self._response_cap or metadata:
             self._check_fields(event)
         key = event.session_id.encode()
         value = event_json(event, created_at_text)
@@ -273,28 +287,34 @@ class FeedbackClient:
         event_id: UUID | None = None,
         created_at: datetime | None = None,
     ) -> FeedbackEvent:
-        """Record any feedback event; the typed calls below are shortcuts for it."""
+        """Record any feedback event; the typed calls below are shortcuts for it.
+
+        With redaction on, ``corrected_output`` and ``comment`` are redacted first (the placeholders
+        are the mark: feedback events have no metadata).
+        """
         created_at_text = None
         if created_at is None:
             created_at, created_at_text = now_ms()
-        event = _validate_feedback(
-            {
-                "event_id": event_id or new_id(),
-                "interaction_id": interaction.interaction_id,
-                "user_id": interaction.user_id,
-                "session_id": interaction.session_id,
-                "created_at": created_at,
-                "feedback_type": feedback_type,
-                "corrected_output": corrected_output,
-                "copied_chars": copied_chars,
-                "dwell_ms": dwell_ms,
-                "comment": comment,
-            }
-        )
+        fields = {
+            "event_id": event_id or new_id(),
+            "interaction_id": interaction.interaction_id,
+            "user_id": interaction.user_id,
+            "session_id": interaction.session_id,
+            "created_at": created_at,
+            "feedback_type": feedback_type,
+            "corrected_output": corrected_output,
+            "copied_chars": copied_chars,
+            "dwell_ms": dwell_ms,
+            "comment": comment,
+        }
+        redacted = self._redactor is not None and self._redactor.redact_feedback(fields)
+        event = _validate_feedback(fields)
         if created_at_text is None:
             self._check_time(event)
-        if (corrected_output is not None and len(corrected_output) > self._corrected_cap) or (
-            comment is not None and len(comment) > self._comment_cap
+        if (
+            redacted
+            or (corrected_output is not None and len(corrected_output) > self._corrected_cap)
+            or (comment is not None and len(comment) > self._comment_cap)
         ):
             self._check_fields(event)
         key = event.session_id.encode()
@@ -447,22 +467,44 @@ class FeedbackClient:
         self._enqueue(ticket)
         return ticket
 
+    # -- signed interaction references ---------------------------------------------------------------
+
+    def interaction_token(self, interaction: InteractionLike) -> str:
+        """The token a web page sends with events about ``interaction`` (its ``interaction_token``
+        field), so the collector knows the app server vouched for these ids (docs/security.md).
+
+        An HMAC over the interaction id, user id and session id with ``producer.interaction_secret``.
+        Takes what ``record_interaction`` returned, a ``TimedInteraction``'s ``.event`` or an
+        :class:`InteractionRef` of stored ids; costs ~2 µs, and nothing unless called. Raises
+        ``RuntimeError`` when no secret is configured.
+        """
+        if self._signer is None:
+            raise RuntimeError(
+                "no producer.interaction_secret is configured (FEEDBACKLOOP_PRODUCER__INTERACTION_SECRET): "
+                "interaction tokens need one, the same in the app and the collector"
+            )
+        return self._signer.token(interaction.interaction_id, interaction.user_id, interaction.session_id)
+
     # -- pre-built events ----------------------------------------------------------------------------
 
     def publish(self, event: Event) -> None:
-        """Accept one validated contract event; raises as the ``record_*`` calls do."""
+        """Accept one validated contract event (redacted first, as the ``record_*`` calls do);
+        raises as they do."""
         self._enqueue(event)
 
-    def publish_many(self, events: Sequence[Event]) -> None:
+    def publish_many(self, events: Sequence[Event], *, redact: bool = True) -> None:
         """Accept all of ``events`` or none (the collector's path).
 
-        :class:`EventTooLargeError` names the first event over a limit; :class:`BufferFullError`
-        and :class:`NotAcceptingError` refuse the whole batch.
+        The events are redacted first when redaction is on, unless ``redact`` is False (the
+        collector redacts each posted event itself, to answer for each). :class:`EventTooLargeError`
+        names the first event over a limit; :class:`BufferFullError` and :class:`NotAcceptingError`
+        refuse the whole batch.
         """
-        self._link.put_many([self._frame(event) for event in events])
+        self._link.put_many([self._frame(event, redact) for event in events])
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Accept raw bytes for any topic (tools and tests); no validation, but the message limit."""
+        """Accept raw bytes for any topic (tools and tests); no validation and no redaction, but the
+        message limit."""
         if (size := message_bytes(key, value)) > self._max_message:
             raise message_too_large(f"of {len(value)} bytes for {topic}", size, self._max_message)
         self._link.put(record_frame(topic_prefix(topic), key, value))
@@ -470,13 +512,15 @@ class FeedbackClient:
     def _enqueue(self, event: Event) -> None:
         self._link.put(self._frame(event))
 
-    def _frame(self, event: Event) -> bytes:
+    def _frame(self, event: Event, redact: bool = True) -> bytes:
         # Serialized here, on the caller's thread (the record_* calls inline this): bytes cost
         # the app's process nothing more (no GC tracking, one system call for many), and the
         # sender process spools them as they are.
         if isinstance(event, SupportTicket):
             return self._ticket_frame(event)
         self._check_time(event)
+        if redact and self._redactor is not None:
+            event = self._redactor.redact_event(event)
         self._check_fields(event)
         key = event.session_id.encode()
         value = event_json(event)
@@ -507,6 +551,11 @@ class FeedbackClient:
             raise error
 
     # -- state for callers ---------------------------------------------------------------------------
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """What redacts this client's events (None: redaction is off)."""
+        return self._redactor
 
     @property
     def mode(self) -> Mode:
@@ -674,6 +723,16 @@ class TimedInteraction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def interaction_signer(settings: ProducerSettings) -> InteractionSigner | None:
+    """The signer of ``producer.interaction_secret`` (and the previous secrets), None without one."""
+    if settings.interaction_secret is None:
+        return None
+    return InteractionSigner(
+        settings.interaction_secret.get_secret_value().encode(),
+        [secret.get_secret_value().encode() for secret in settings.interaction_previous_secrets],
+    )
 
 
 _COUNTERS: Final = {

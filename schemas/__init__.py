@@ -25,6 +25,7 @@ from schemas.experiments import (
     OutcomeMetric,
     RegressionAlert,
 )
+from schemas.partitioning import partition_for
 from schemas.tickets import SupportTicket
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "SupportTicket",
     "format_ms",
     "format_timestamp",
+    "partition_for",
     "signals",
     "to_epoch_ms",
     "topics",

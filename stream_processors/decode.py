@@ -51,10 +51,16 @@ def decode_input(
 
 
 def apply_event(
-    state: PartitionState, event: InteractionEvent | FeedbackEvent, created_ms: int, offset: int
+    state: PartitionState,
+    event: InteractionEvent | FeedbackEvent,
+    created_ms: int,
+    offset: int,
+    now_ms: int | None = None,
 ) -> list[Emit | LostEvent]:
     """Hand a validated event (``created_ms``: its ``created_at`` in epoch ms) to its partition's
-    state; return what it caused."""
+    state at wall-clock time ``now_ms`` (None or 0: no wall clock, e.g. offline); return what it
+    caused."""
+    now = now_ms or None
     if isinstance(event, FeedbackEvent):
-        return state.apply_feedback(Feedback.of(event, created_ms, offset))
-    return state.apply_interaction(Interaction.of(event, created_ms))
+        return state.apply_feedback(Feedback.of(event, created_ms, offset), now)
+    return state.apply_interaction(Interaction.of(event, created_ms), now)

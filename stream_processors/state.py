@@ -17,9 +17,10 @@ on time; only ``settled_at`` and ``amended`` may differ. Events further behind t
 interaction of another user or session is never joined (``ownership_mismatch``). The wall clock is
 passed in, never read.
 
-It does no I/O: it returns what to emit and which records changed, and the
-Faust wiring (``stream_processors.app``) sends the emissions, waits for them to be acknowledged,
-and only then writes the changed records to the changelog. That order — outputs, then state,
+It does no I/O: it returns what to emit and which records changed; the core
+(``stream_processors.core``) hands both to its transport (the Faust worker, ``stream_processors.app``),
+which sends the emissions, waits for them to be acknowledged, and only then writes the changed
+records to the changelog. That order — outputs, then state,
 then consumer offsets — is what keeps results exact when a worker dies at any moment: a replay
 re-derives the same outputs with the same versions, and duplicates of inputs are recognised by
 their ``event_id`` in the state.
@@ -162,6 +163,10 @@ class PartitionState:
         self.retention_ms = int(pipeline.retention_s * 1000)
         self.late_horizon_ms = int(pipeline.late_horizon_s * 1000)
         self.quiet_ms = int(pipeline.idle_advance_s * 1000)
+        #: Wall-clock time a record stays after it was last touched, even once event time has passed its
+        #: horizon: what a session's later events take to arrive when the watermark ran ahead of it
+        #: (another session's newer events in the same batch, a topic read ahead of the other).
+        self.expire_grace_ms = min(self.retention_ms, max(10 * self.quiet_ms, 30_000))
         self.records: dict[UUID, Record] = {}
         self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
@@ -237,7 +242,10 @@ class PartitionState:
         )
 
     def _is_behind(self, anchor_ms: int) -> bool:
-        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created."""
+        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created. Only the
+        watermark says so: it is the slowest input's progress, so a topic read ahead of the other
+        (a backlog) does not make the sessions it is ahead of late. A session that newer traffic in
+        the same batch carries the watermark past is kept by the expiry's wall-clock grace."""
         return anchor_ms + self.settle_delay_ms <= self.watermark_ms
 
     def _hold(self, record: Record) -> None:
@@ -519,8 +527,8 @@ class PartitionState:
                     self._settle(record, out)
 
     def _expire_if_due(self, interaction_id: UUID, out: list[Emit | LostEvent]) -> None:
-        """Expire a record once event time has passed its horizon and, for a late record, once
-        ``retention`` of wall-clock time has passed since it was last touched; else look again then."""
+        """Expire a record once event time has passed its horizon and wall-clock time has passed the
+        grace (for a late record: ``retention``) since it was last touched; else look again then."""
         record = self.records.get(interaction_id)
         if record is None:
             return
@@ -528,11 +536,12 @@ class PartitionState:
         if due > self.watermark_ms:  # the interaction arrived after the placeholder: its own time counts
             heapq.heappush(self._expire_heap, (due, interaction_id))
             return
-        if record.late:
-            wall_due = record.touched_wall_ms + self.retention_ms
-            if wall_due > self.now_ms or record.session_id in self._session_wall:
-                heapq.heappush(self._expire_wall_heap, (max(wall_due, self.now_ms + 1), interaction_id))
-                return
+        wall_due = record.touched_wall_ms + (self.retention_ms if record.late else self.expire_grace_ms)
+        held = record.session_id in self._session_wall  # its session has not settled yet
+        # With no wall clock (offline, now 0) event time alone decides, but a held session still waits.
+        if held or (self.now_ms > 0 and wall_due > self.now_ms):
+            heapq.heappush(self._expire_wall_heap, (max(wall_due, self.now_ms + 1), interaction_id))
+            return
         out.extend(self._expire(record))
 
     def _emit_outcome(self, record: Record) -> Iterator[Emit]:
@@ -599,6 +608,14 @@ class PartitionState:
                 "FEEDBACKLOOP_PIPELINE__RETENTION_S)",
                 "orphan_feedback",
             )
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every record as its changelog entry (key, bytes): what the state is, all of it."""
+        return {str(i): record.encode(self.partition) for i, record in self.records.items()}
+
+    def held_sessions(self) -> list[str]:
+        """Late sessions whose records wait for the session to go quiet."""
+        return list(self._session_wall)
 
     # ----------------------------------------------------------------- changes
 

@@ -55,6 +55,10 @@ class Watermark:
         """Whether every message of ``topic``'s partition has been read."""
         self._inputs.setdefault(topic, _Input()).caught_up = caught_up
 
+    def caught_up(self) -> bool:
+        """Whether every input is known to be read to its end."""
+        return all(s.caught_up for s in self._inputs.values())
+
     def advance(self, wall_ms: int) -> int:
         """Recompute and return the watermark; it never goes back."""
         seen = [s for s in self._inputs.values() if s.max_event_ms is not None]

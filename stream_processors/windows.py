@@ -212,6 +212,17 @@ class WindowState:
             del self._tombstones[window]
             self._deleted_members.add((window, self.TOMBSTONE))
 
+    def snapshot(self) -> dict[str, bytes]:
+        """Every member and tombstone as its changelog entry (key, bytes)."""
+        out = {
+            self.member_key(w, i): orjson.dumps({"p": self.partition, "c": c})
+            for w, members in self.windows.items()
+            for i, c in members.items()
+        }
+        for w, start in self._tombstones.items():
+            out[self.member_key(w, self.TOMBSTONE)] = orjson.dumps({"p": self.partition, "x": start})
+        return out
+
     def take_changes(self) -> tuple[dict[str, bytes], set[str]]:
         """Changelog upserts and deletions since the last call."""
         upserts = {

@@ -4,6 +4,7 @@ uvicorn on 127.0.0.1, called with httpx, publishing to the real broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.kafka import client_config, delete_topics, ensure_topics, public_topic_names
-from infra.settings import KafkaSettings
+from infra.settings import KafkaSettings, ProducerSettings
+from producers import FeedbackClient, InteractionRef
 from schemas import topics
 
 TOKEN = "collector-test-token"
@@ -495,3 +497,162 @@ def test_a_field_over_its_default_cap_gets_413_naming_it(local_only: Server, htt
     error = response.json()["rejected"][0]
     assert (error["event_id"], error["errors"][0]["field"]) == (event["event_id"], "response")
     assert "producer.field_caps.response" in error["errors"][0]["message"]
+
+
+# -- closed by default (issue 12) ------------------------------------------------------------------
+
+SECRET = "an-interaction-secret-of-at-least-32-chars"
+
+
+def test_drive_by_posts_and_rebound_names_are_refused(local_only: Server, http: httpx.Client) -> None:
+    """Before: a text/plain POST with Origin: https://evil.example to a default collector got 202."""
+    url = f"{local_only.url}/v1/events"
+    beacon = {"Content-Type": "text/plain;charset=UTF-8"}
+    body = json.dumps([feedback("accept")])
+    evil = http.post(url, content=body, headers={**beacon, "Origin": "https://evil.example"})
+    assert evil.status_code == 403
+    assert "collector.cors_origins" in evil.json()["error"]
+    rebound = http.post(url, content=body, headers={**beacon, "Host": "rebind.evil.example"})
+    assert rebound.status_code == 403
+    assert "collector.allowed_hosts" in rebound.json()["error"]
+    assert http.post(url, content=body, headers={**beacon, "Host": "localhost"}).status_code == 202
+
+
+def test_an_empty_token_stops_the_collector_at_start(module_kafka: KafkaSettings, tmp_path: Path) -> None:
+    """Before: FEEDBACKLOOP_COLLECTOR__AUTH_TOKEN= let ?access_token= pass, for remote clients too."""
+    environment = {
+        **os.environ,
+        "FEEDBACKLOOP_KAFKA__BOOTSTRAP_SERVERS": module_kafka.bootstrap_servers,
+        "FEEDBACKLOOP_PRODUCER__SPOOL_DIR": str(tmp_path / "spool"),
+        "FEEDBACKLOOP_COLLECTOR__AUTH_TOKEN": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "feedbackloop.cli", "collector", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "collector.auth_token has 0 characters; at least 16" in result.stdout + result.stderr
+
+
+def test_one_client_over_its_rate_gets_429(module_kafka: KafkaSettings, tmp_path: Path) -> None:
+    """Before: 0 of ~10,000 requests from one client got 429."""
+    server = start_collector(
+        module_kafka, tmp_path / "collector", collector__rate_limit_per_s="1", collector__rate_limit_burst="5"
+    )
+    try:
+        with httpx.Client(timeout=30) as http:
+            statuses = [
+                http.post(f"{server.url}/v1/events", json=feedback("accept")).status_code for _ in range(8)
+            ]
+            limited = http.post(f"{server.url}/v1/events", json=feedback("accept"))
+    finally:
+        server.stop()
+    assert statuses[:5] == [202] * 5
+    assert 429 in statuses[5:]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+@pytest.fixture(scope="module")
+def hardened(module_kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A collector with signed references, redaction and short timeouts."""
+    server = start_collector(
+        module_kafka,
+        tmp_path_factory.mktemp("hardened"),
+        producer__interaction_secret=SECRET,
+        producer__redaction__detectors=json.dumps(["email", "card"]),
+        collector__header_timeout_s="1",
+        collector__body_timeout_s="1",
+    )
+    yield server
+    server.stop()
+
+
+def _held_open_s(url: str, head: bytes = b"", trickle: bytes = b"") -> tuple[bytes, float]:
+    """Open a socket to ``url``, send ``head`` then ``trickle`` a byte per 0.1 s; the answer and
+    how long the server kept the socket open."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=0.1) as sock:
+        opened = time.monotonic()
+        sock.sendall(head)
+        received, position = b"", 0
+        while time.monotonic() - opened < 20:
+            if position < len(trickle):
+                with contextlib.suppress(OSError):
+                    sock.sendall(trickle[position : position + 1])
+                position += 1
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received, time.monotonic() - opened
+
+
+def test_slow_clients_are_cut_off(hardened: Server) -> None:
+    """Before: idle, header-trickle and body-trickle sockets stayed open for 20 s (and more)."""
+    answer, held = _held_open_s(hardened.url)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert held < 4
+    answer, held = _held_open_s(hardened.url, trickle=b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert held < 4
+    head = b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n"
+    answer, held = _held_open_s(hardened.url, head, trickle=b"x" * 500)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"collector.body_timeout_s" in answer
+    assert held < 4
+
+
+def test_signed_references_and_redaction_end_to_end(
+    hardened: Server, module_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    app = ProducerSettings(spool_dir=tmp_path / "app-spool", interaction_secret=SECRET)
+    with FeedbackClient(module_kafka, app) as sdk:  # the app server, which renders the page
+        ref = InteractionRef(uuid.uuid4(), "web-user", "web-session")
+        token = sdk.interaction_token(ref)
+    ids = {"interaction_id": str(ref.interaction_id), "user_id": ref.user_id, "session_id": ref.session_id}
+    signed = interaction(**ids, interaction_token=token, prompt="mail ann@example.com")
+    edit = feedback("edit", **ids, interaction_token=token, corrected_output="Card 4111 1111 1111 1111.")
+    forged = feedback("thumbs_down", **{**ids, "user_id": "someone-else"}, interaction_token=token)
+    unsigned = feedback("thumbs_up", **ids)
+    with httpx.Client(timeout=30) as http:
+        response = http.post(f"{hardened.url}/v1/events", json=[signed, edit, forged, unsigned])
+    assert response.status_code == 403, response.text
+    assert [a["event_id"] for a in response.json()["accepted"]] == [signed["event_id"], edit["event_id"]]
+    assert {r["index"] for r in response.json()["rejected"]} == {2, 3}
+    stored = _values(module_kafka, topics.INTERACTIONS, signed["event_id"])
+    assert stored["prompt"] == "mail [email]"
+    assert stored["metadata"] == {"redacted.prompt": "email"}
+    assert "interaction_token" not in stored
+    assert _values(module_kafka, topics.FEEDBACK, edit["event_id"])["corrected_output"] == "Card [card]."
+
+
+def _values(kafka: KafkaSettings, base: str, event_id: str, timeout_s: float = 90) -> dict[str, Any]:
+    """The JSON of the event ``event_id`` in the topic (waiting for it)."""
+    name = topics.topic_name(base, kafka.topic_namespace)
+    consumer = Consumer(
+        client_config(kafka, **{"group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    )
+    try:
+        partitions = consumer.list_topics(name, timeout=30).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                value: dict[str, Any] = json.loads(message.value() or b"{}")
+                if value.get("event_id") == event_id:
+                    return value
+        raise AssertionError(f"event {event_id} not in {name}")
+    finally:
+        consumer.close()

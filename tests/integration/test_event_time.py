@@ -203,11 +203,8 @@ def test_forged_clocks_are_dead_lettered_and_change_nothing_even_after_a_restart
     _exact(settings, first, forged=len(forged))
     client = connect(settings.clickhouse)
     db = settings.clickhouse.database
-    kinds = dict(
-        client.query(
-            f"SELECT error_type, count() FROM {db}.dead_letters FINAL GROUP BY error_type"
-        ).result_rows
-    )
+    rows = client.query(f"SELECT error_type, count() FROM {db}.dead_letters FINAL GROUP BY error_type")
+    kinds = {str(kind): int(n) for kind, n in rows.result_rows}
     assert kinds == {"future_event_time": len(forged) // 2, "too_late": len(forged) // 2}
     months = client.query(
         f"SELECT uniqExact(toYYYYMM(window_start)) FROM {db}.prompt_version_metrics"

@@ -106,13 +106,13 @@ def test_known_events_give_exact_rows_rates_and_dead_letters(
         return InteractionEvent(
             event_id=uuid.uuid4(), interaction_id=ids[name], user_id="u1", session_id="s1",
             prompt=f"prompt {name}", prompt_version=version, model="m", response=response,
-            response_time_ms=100, created_at=at, **extra,  # type: ignore[arg-type]
+            response_time_ms=100, created_at=at, **extra,
         )  # fmt: skip
 
     def feedback(name: str, kind: FeedbackType, at: datetime, **extra: object) -> FeedbackEvent:
         return FeedbackEvent(
             event_id=uuid.uuid4(), interaction_id=ids[name], user_id="u1", session_id="s1",
-            created_at=at, feedback_type=kind, **extra,  # type: ignore[arg-type]
+            created_at=at, feedback_type=kind, **extra,
         )  # fmt: skip
 
     a = interaction("a", "v1.0", t0, "The capital of France is Lyon.")

@@ -5,7 +5,6 @@ database of its own."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -15,7 +14,7 @@ from infra.settings import ClickHouseSettings
 
 
 @pytest.fixture(scope="session")
-def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Client:
     """The session's embedded ClickHouse."""
     return connect(ClickHouseSettings(url=f"chdb://{tmp_path_factory.mktemp('chdb')}"))
 

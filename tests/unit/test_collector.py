@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from infra.settings import FieldCaps, KafkaSettings, ProducerSettings, Settings
+from infra.settings import CollectorSettings, FieldCaps, KafkaSettings, ProducerSettings, Settings
 from producers import FeedbackClient, SpoolError
 from producers.collector import (
     BatchTooLargeError,
@@ -228,10 +228,14 @@ def app_and_client(
         spool_segment_bytes=1 << 12,
         field_caps=FieldCaps(response=2_000_000),
     )
-    settings = Settings(kafka=kafka, producer=producer)
+    # These tests post hundreds of requests from one address: no rate limit in their way.
+    settings = Settings(kafka=kafka, producer=producer, collector=CollectorSettings(rate_limit_per_s=0))
     client = FeedbackClient(kafka, producer)
     try:
-        with TestClient(create_app(settings, client), client=("127.0.0.1", 5000)) as http:
+        # An address as the Host: without a token, names other than localhost are refused.
+        with TestClient(
+            create_app(settings, client), base_url="http://127.0.0.1:8080", client=("127.0.0.1", 5000)
+        ) as http:
             yield http, client, settings
     finally:
         client.close()

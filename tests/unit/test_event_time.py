@@ -399,3 +399,46 @@ def test_the_floor_is_the_first_millisecond_of_2000() -> None:
     assert timedelta(milliseconds=EVENT_TIME_FLOOR_MS) == datetime(2000, 1, 1, tzinfo=UTC) - datetime(
         1970, 1, 1, tzinfo=UTC
     )
+
+
+def test_a_late_session_split_by_newer_traffic_in_a_backlog_keeps_its_feedback() -> None:
+    """A backlog batch: an old session's interactions first, then newer traffic that carries the
+    watermark past them; the old session's feedback only comes in the next batch."""
+    old = _session(NOW_MS - 3 * HOUR_MS, session="old")
+    live = _session(NOW_MS - 60_000, session="live", user="u2")
+    first = [e for e in old if isinstance(e, InteractionEvent)] + live
+    second = [e for e in old if isinstance(e, FeedbackEvent)]
+    state = PartitionState(0, SETTINGS)
+    out: list[Emit | LostEvent] = []
+    for event in first:
+        out += apply_event(state, event, to_epoch_ms(event.created_at), -1, NOW_MS)
+    out += state.advance(NOW_MS - 65_000, NOW_MS, inputs_read=False)
+    for event in second:  # a second later, in the next batch
+        out += apply_event(state, event, to_epoch_ms(event.created_at), -1, NOW_MS + 1_000)
+    out += state.advance(NOW_MS - 60_000, NOW_MS + 1_000, inputs_read=False)
+    end = NOW_MS + 2 * HOUR_MS
+    out += state.advance(end, end, inputs_read=True)
+    assert _lost(out) == []
+    assert _outcomes(out) == {**_on_time(old), **_on_time(live)}
+
+
+def test_a_feedback_topic_read_ahead_in_a_backlog_makes_no_session_late() -> None:
+    """A backlog where one partition's feedback is read before its interactions: the watermark is the
+    slowest input's, so nothing is behind it and every session settles in event time as usual."""
+    sessions = [_session(NOW_MS - HOUR_MS + n * 60_000, session=f"s{n}") for n in range(20)]
+    events = [e for s in sessions for e in s]
+    state = PartitionState(0, SETTINGS)
+    watermark = Watermark(5_000, 3_000, created_wall_ms=NOW_MS)
+    watermark.register("interactions", "feedback")
+    out: list[Emit | LostEvent] = []
+    for kind in (FeedbackEvent, InteractionEvent):  # the whole feedback backlog first
+        for event in (e for e in events if isinstance(e, kind)):
+            created = to_epoch_ms(event.created_at)
+            watermark.observe("feedback" if kind is FeedbackEvent else "interactions", created, NOW_MS)
+            out += apply_event(state, event, created, -1, NOW_MS)
+        out += state.advance(watermark.advance(NOW_MS), NOW_MS, inputs_read=False)
+    assert state.counters.late == 0
+    end = NOW_MS + 2 * HOUR_MS
+    out += state.advance(end, end, inputs_read=True)
+    assert _lost(out) == []
+    assert _outcomes(out) == {k: v for s in sessions for k, v in _on_time(s).items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -108,11 +109,16 @@ def test_incremental_stats_with_covariates_equal_the_batch_computation() -> None
 
 # The CUPED target of issue 14: users whose pre-experiment rate correlates about 0.5 with their rate in the
 # experiment (a spread of 0.23 around 35%, 5 interactions in the experiment and 10 before, on average).
-CORRELATED = {"rate_spread": 0.23, "interactions": 5.0, "pre_interactions": 10.0, "population": 20_000}
+CORRELATED: dict[str, Any] = {
+    "rate_spread": 0.23,
+    "interactions": 5.0,
+    "pre_interactions": 10.0,
+    "population": 20_000,
+}
 
 
 def test_the_simulated_users_correlate_as_the_target_says() -> None:
-    correlation = pre_period_correlation(SimulationSpec(**CORRELATED))  # type: ignore[arg-type]
+    correlation = pre_period_correlation(SimulationSpec(**CORRELATED))
     assert correlation == pytest.approx(0.5, abs=0.05)
 
 
@@ -120,8 +126,8 @@ def test_cuped_reaches_80_percent_power_for_a_10_percent_gain_with_25_percent_fe
     """The same simulated users analysed with and without CUPED (every run has its own seed): the users by
     which 80% of the runs have found the 10% gain significantly better."""
     base = {"effect": -0.10, "users": 15_000, "runs": 150, "seed": 14_5, **CORRELATED}
-    plain = simulate(SimulationSpec(cuped=False, **base)).users_for_detection(0.8)  # type: ignore[arg-type]
-    adjusted = simulate(SimulationSpec(cuped=True, **base)).users_for_detection(0.8)  # type: ignore[arg-type]
+    plain = simulate(SimulationSpec(cuped=False, **base)).users_for_detection(0.8)
+    adjusted = simulate(SimulationSpec(cuped=True, **base)).users_for_detection(0.8)
     assert plain is not None
     assert adjusted is not None
     assert adjusted <= 0.75 * plain
@@ -132,7 +138,7 @@ def test_cuped_keeps_the_sequence_valid_at_every_look() -> None:
     primary's alpha of the runs."""
     spec = SimulationSpec(
         effect=0.0, users=15_000, runs=200, seed=14_6, min_relative_improvement=0.10, **CORRELATED
-    )  # type: ignore[arg-type]
+    )
     result = simulate(spec)
     found = sum(r.detected is not None or r.action is DecisionAction.REVERT for r in result.runs)
     assert found / len(result.runs) <= spec.config().primary_alpha

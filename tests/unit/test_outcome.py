@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -59,8 +60,8 @@ def fb(x: Interaction, kind: str, after_s: float, **kw: Any) -> Feedback:
 
 
 def outcome(
-    x: Interaction, feedback: list[Feedback] = (), regenerated_by: dict[uuid.UUID, int] | None = None,
-    session: list[Interaction] = (),
+    x: Interaction, feedback: Sequence[Feedback] = (), regenerated_by: dict[uuid.UUID, int] | None = None,
+    session: Sequence[Interaction] = (),
 ) -> dict[str, Any]:  # fmt: skip
     candidates = next_candidates(x, [x, *session], RULES)
     return compute_outcome(x, {f.event_id: f for f in feedback}, regenerated_by or {}, candidates, RULES)

@@ -94,12 +94,11 @@ def test_the_ownership_migration_keeps_every_row_it_rebuilds(chdb_client: Client
     assert chdb_client.query(
         f"SELECT event_id, metadata FROM {chdb_database}.ai_interactions"
     ).result_rows == [(row["event_id"], {"k": "v"})]
-    keys = dict(
-        chdb_client.query(
-            f"SELECT name, sorting_key FROM system.tables WHERE database = '{chdb_database}' "
-            "AND name IN ('ai_interactions', 'interaction_outcomes')"
-        ).result_rows
+    found = chdb_client.query(
+        f"SELECT name, sorting_key FROM system.tables WHERE database = '{chdb_database}' "
+        "AND name IN ('ai_interactions', 'interaction_outcomes')"
     )
+    keys = {str(name): str(key) for name, key in found.result_rows}
     assert keys == {
         "ai_interactions": "prompt_version, created_at, event_id, session_id",
         "interaction_outcomes": "prompt_version, interaction_id, session_id",

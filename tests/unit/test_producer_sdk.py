@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from infra.settings import FieldCaps, KafkaSettings, ProducerSettings
+from infra.settings import FieldCaps, KafkaSettings, ProducerSettings, RedactionSettings
 from producers import (
     BufferFullError,
     ClientClosedError,
@@ -45,6 +45,7 @@ from producers import (
 from producers.sender import process
 from producers.sender.loop import SenderConfig
 from producers.sender.spool import Spool
+from producers.signing import InteractionSigner
 from schemas import FeedbackEvent, FeedbackType, InteractionEvent
 
 
@@ -701,6 +702,108 @@ def test_a_really_full_disk_refuses_and_loses_nothing(tmp_path: Path) -> None:
     assert out["final"]["spool_write_errors"] >= 1
     assert len(out["accepted"]) > 30
     assert out["on_disk"] == out["accepted"]  # every accepted event, once, in order
+
+
+# -- redaction and signed references (issue 12) --------------------------------------------------
+
+PII_REDACTION = RedactionSettings(detectors=("email", "card", "ip", "phone"))
+
+
+def test_redaction_is_off_by_default(client: FeedbackClient) -> None:
+    assert client.redactor is None
+    event = _interaction(client, prompt="mail ann@example.com")
+    assert event.prompt == "mail ann@example.com"
+
+
+def test_events_are_redacted_before_they_leave_the_app(dead_kafka: KafkaSettings, tmp_path: Path) -> None:
+    settings = ProducerSettings(spool_dir=tmp_path / "spool", close_timeout_s=0.2, redaction=PII_REDACTION)
+    metadata = {"client_ip": "203.0.113.9"}
+    with FeedbackClient(dead_kafka, settings) as client:
+        event = _interaction(
+            client, prompt="Reply to ann@example.com", response="Sent to ann@example.com.", metadata=metadata
+        )
+        edit = client.record_edit(event, "Sent to ann@example.com today.", comment="call +1 555 123 4567")
+        prebuilt = InteractionEvent.model_validate(
+            {**event.model_dump(), "event_id": uuid.uuid4(), "prompt": "card 4111 1111 1111 1111"}
+        )
+        client.publish(prebuilt)
+        spool_dir = client.spool_dir
+    # What the calls return is what was sent.
+    assert event.prompt == "Reply to [email]"
+    assert event.response == "Sent to [email]."
+    assert event.metadata == {
+        "client_ip": "[ip]",
+        "redacted.prompt": "email",
+        "redacted.response": "email",
+        "redacted.metadata.client_ip": "ip",
+    }
+    assert metadata == {"client_ip": "203.0.113.9"}  # the caller's dict is not changed
+    assert (edit.corrected_output, edit.comment) == ("Sent to [email] today.", "call [phone]")
+    stored = spooled_values(spool_dir)
+    assert [e["event_id"] for e in stored] == [
+        str(event.event_id),
+        str(edit.event_id),
+        str(prebuilt.event_id),
+    ]
+    text = json.dumps(stored)
+    for secret in ("ann@example.com", "203.0.113.9", "555 123 4567", "4111"):
+        assert secret not in text
+
+
+def test_a_placeholder_that_pushes_a_field_over_its_cap_is_refused_naming_it(
+    dead_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    keyed = RedactionSettings(detectors=("email",), key=SecretStr("a-redaction-key-16+"))
+    settings = ProducerSettings(
+        spool_dir=tmp_path / "spool", redaction=keyed, field_caps=FieldCaps(comment=10)
+    )
+    with FeedbackClient(dead_kafka, settings) as client:
+        ref = InteractionRef(uuid.uuid4(), "u", "s")
+        with pytest.raises(EventTooLargeError, match="comment") as raised:
+            client.record_thumbs_up(ref, comment="a@b.cd")  # 6 characters; "[email:xxxxxxxx]" is 16
+        assert raised.value.field == "comment"
+
+
+def test_interaction_tokens_need_a_secret(client: FeedbackClient) -> None:
+    event = _interaction(client)
+    with pytest.raises(RuntimeError, match=r"producer\.interaction_secret"):
+        client.interaction_token(event)
+
+
+def test_interaction_tokens_sign_interaction_user_and_session(
+    dead_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    secret = "an-interaction-secret-of-at-least-32-chars"
+    settings = ProducerSettings(spool_dir=tmp_path / "spool", interaction_secret=SecretStr(secret))
+    with FeedbackClient(dead_kafka, settings) as client:
+        event = _interaction(client)
+        assert type(event) is InteractionEvent  # the return type is unchanged
+        token = client.interaction_token(event)
+        ref = InteractionRef(event.interaction_id, event.user_id, event.session_id)
+        assert client.interaction_token(ref) == token  # from stored ids, in a later request
+    signer = InteractionSigner(secret.encode())
+    assert signer.check(token, event.interaction_id, "u1", "s1") is None
+    assert signer.check(token, event.interaction_id, "u2", "s1") is not None
+    assert signer.check(token, uuid.uuid4(), "u1", "s1") is not None
+    assert InteractionSigner(b"another-secret-of-at-least-32-chars").check(
+        token, event.interaction_id, "u1", "s1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"interaction_secret": "too-short"}, "at least 32 characters"),
+        (
+            {"interaction_previous_secrets": ["an-old-secret-of-at-least-32-characters"]},
+            "needs producer.interaction_secret",
+        ),
+    ],
+)
+def test_interaction_secret_settings_errors(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as raised:
+        ProducerSettings.model_validate(fields)
+    assert "too-short" not in str(raised.value)  # a refused secret is not repeated
 
 
 def test_an_event_dated_in_the_future_is_refused_at_the_call_naming_created_at(

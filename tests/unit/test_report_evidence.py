@@ -65,8 +65,8 @@ def _independent_patterns(
 
     events: dict[tuple[Any, ...], set[str]] = defaultdict(set)
     for op in operations:
-        if belongs(op):
-            events[op[4:]].add(op[1])
+        if belongs(tuple(op)):
+            events[tuple(op[4:])].add(op[1])
     counts = Counter({key: len(ids) for key, ids in events.items()})
     return [(*key, n) for key, n in counts.items()]
 

@@ -44,7 +44,8 @@ def test_only_a_sink_on_chdb_is_guarded() -> None:
 
 
 def test_an_empty_group_or_an_unanswered_question_lets_the_sink_start() -> None:
-    for answer in ([], None):
+    answers: tuple[list[GroupMember] | None, ...] = ([], None)
+    for answer in answers:
         asked, describe = scripted(answer)
         check_alone(CHDB, describe=describe)
         assert asked == ["ns.feedbackloop-clickhouse-sink"]

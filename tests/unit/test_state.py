@@ -146,6 +146,7 @@ def test_feedback_whose_interaction_never_comes_is_dead_lettered_after_the_reten
     assert state.advance(T0 + SETTLE + 600_000 - 1) == []
     lost = state.advance(T0 + SETTLE + 600_000)
     assert kinds(lost) == ["orphan_feedback"]
+    assert isinstance(lost[0], LostEvent)
     assert lost[0].feedback == orphan
     assert orphan.interaction_id not in state.records
 

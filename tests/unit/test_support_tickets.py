@@ -18,6 +18,7 @@ from infra.settings import KafkaSettings, ProducerSettings, Settings
 from producers import EventTimeError, FeedbackClient
 from producers.collector import create_app, parse_batch, parse_event
 from producers.sender.spool import Spool
+from producers.signing import InteractionSigner
 from schemas import Experiment, ExperimentStatus, SupportTicket, topics
 from schemas.experiments import ExperimentAction
 from sinks.rows import TABLES
@@ -147,9 +148,9 @@ def test_a_posted_ticket_is_accepted_and_spooled_on_the_ticket_topic(tmp_path: P
     producer = ProducerSettings(spool_dir=tmp_path / "spool", close_timeout_s=0.2, spool_fsync_interval_s=0)
     client = FeedbackClient(kafka, producer)
     try:
-        with TestClient(
-            create_app(Settings(kafka=kafka, producer=producer), client), client=("127.0.0.1", 1)
-        ) as http:
+        app = create_app(Settings(kafka=kafka, producer=producer), client)
+        # An address as the Host: without a token, names other than localhost are refused.
+        with TestClient(app, base_url="http://127.0.0.1:8080", client=("127.0.0.1", 1)) as http:
             body = {"type": "support_ticket", "user_id": "u9", "category": "too long", "ai_quality": True}
             response = http.post("/v1/events", json=[body, {**body, "ai_quality": None}])
             assert response.status_code == 400
@@ -160,6 +161,16 @@ def test_a_posted_ticket_is_accepted_and_spooled_on_the_ticket_topic(tmp_path: P
     assert [(t, k, v["event_id"]) for t, k, v in _spooled(client.spool_dir)] == [
         ("unit." + topics.SUPPORT_TICKETS, b"u9", accepted[0]["event_id"])
     ]
+
+
+def test_where_references_must_be_signed_the_collector_refuses_tickets_saying_why() -> None:
+    signer = InteractionSigner(b"k" * 32)
+    batch = parse_batch([{"type": "support_ticket", **ticket()}], max_events=10, signer=signer)
+    assert batch.events == []
+    assert batch.forbidden == 1
+    [error] = batch.errors[0]["errors"]
+    assert error["field"] == "type"
+    assert "record_support_ticket" in error["message"]
 
 
 def _spec(table: str) -> Any:
