@@ -166,7 +166,7 @@ class PartitionState:
         #: Wall-clock time a record stays after it was last touched, even once event time has passed its
         #: horizon: what a session's later events take to arrive when the watermark ran ahead of it
         #: (another session's newer events in the same batch, a topic read ahead of the other).
-        self.expire_grace_ms = min(self.retention_ms, max(10 * self.quiet_ms, 30_000))
+        self.expire_grace_ms = self.expire_grace(pipeline)
         self.records: dict[UUID, Record] = {}
         self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
@@ -183,6 +183,11 @@ class PartitionState:
         self._changed: set[UUID] = set()
         self._deleted: set[UUID] = set()
         self._to_amend: set[UUID] = set()
+
+    @staticmethod
+    def expire_grace(pipeline: PipelineSettings) -> int:
+        """The wall-clock grace of :attr:`expire_grace_ms` (ms) for these settings."""
+        return int(min(pipeline.retention_s * 1000, max(10 * pipeline.idle_advance_s * 1000, 30_000)))
 
     # ----------------------------------------------------------------- restore
 

@@ -442,3 +442,18 @@ def test_a_feedback_topic_read_ahead_in_a_backlog_makes_no_session_late() -> Non
     out += state.advance(end, end, inputs_read=True)
     assert _lost(out) == []
     assert _outcomes(out) == {k: v for s in sessions for k, v in _on_time(s).items()}
+
+
+def test_a_window_overtaken_by_newer_ones_in_a_backfill_keeps_taking_members_for_the_grace() -> None:
+    retention_ms = int(SETTINGS.metrics_retention_s * 1000)
+    grace_ms = 330_000
+    state = WindowState(0, 60_000, retention_ms, int(SETTINGS.late_horizon_s * 1000), HOUR_MS, grace_ms)
+    old = NOW_MS - 20 * HOUR_MS - NOW_MS % 60_000
+    state.apply("old", _contribution(old, "a"), NOW_MS)
+    state.apply("newer", _contribution(old + 15 * HOUR_MS, "b"), NOW_MS)  # the horizon passes "old"
+    state.expire(NOW_MS)
+    state.apply("old", _contribution(old, "c"), NOW_MS + 10_000)  # its last member settles
+    assert state.late_dropped == 0
+    assert dict(state.emissions())["old"]["interactions"] == 2
+    state.expire(NOW_MS + 10_000 + grace_ms)
+    assert "old" not in state.windows
