@@ -1,16 +1,19 @@
 """The weekly report in a terminal: rich tables of the issues and the numbers behind them.
 
 Every table fits the terminal: a column is never narrower than its longest word (header or cell),
-so no header is cut to "intera…"; when the columns cannot all fit side by side, the table is
-split into parts that repeat its first column.
+so no header is cut to "intera…" and no cell is cropped at the edge; when the columns cannot all fit
+side by side, the table is split into parts that repeat its first column. The widths are computed
+here, not left to rich: rich narrows every column in proportion, an unbreakable one (a sparkline, a
+long word) below its longest word, then widens it back, and the table ends wider than the terminal.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -42,12 +45,35 @@ class _Rows:
         """Add a row (rich markup allowed)."""
         self.rows.append(cells)
 
+    def _texts(self, index: int) -> list[str]:
+        return [self.headers[index], *(Text.from_markup(row[index]).plain for row in self.rows)]
+
     def min_widths(self) -> list[int]:
         """Each column's narrowest width that cuts no word."""
-        widths = []
-        for index, header in enumerate(self.headers):
-            texts = [header, *(Text.from_markup(row[index]).plain for row in self.rows)]
-            widths.append(max(len(word) for text in texts for word in text.split() or [""]))
+        return [
+            max(cell_len(word) for text in self._texts(index) for word in text.split() or [""])
+            for index in range(len(self.headers))
+        ]
+
+    def max_widths(self) -> list[int]:
+        """Each column's width that wraps no cell (its widest line)."""
+        return [
+            max(cell_len(line) for text in self._texts(index) for line in text.splitlines() or [""])
+            for index in range(len(self.headers))
+        ]
+
+    def fit(self, columns: list[int], width: int) -> list[int] | None:
+        """Content widths of ``columns`` side by side in ``width``: each as wide as its widest line,
+        the widest narrowed first, a character at a time, never below its longest word. None when
+        even the longest words do not fit."""
+        low = [self.min_widths()[c] for c in columns]
+        widths = [self.max_widths()[c] for c in columns]
+        room = width - _need([0] * len(columns))
+        if sum(low) > room:
+            return None
+        while sum(widths) > room:
+            widest = max((i for i in range(len(widths)) if widths[i] > low[i]), key=lambda i: widths[i])
+            widths[widest] -= 1
         return widths
 
     def parts(self, width: int) -> list[list[int]]:
@@ -56,7 +82,7 @@ class _Rows:
         widths = self.min_widths()
 
         def need(columns: list[int]) -> int:
-            return sum(widths[c] + 3 for c in columns) + 1  # padding and the space between columns
+            return _need([widths[c] for c in columns])
 
         everything = list(range(len(self.headers)))
         if need(everything) <= width:
@@ -76,15 +102,22 @@ class _Rows:
         for number, columns in enumerate(parts):
             title = self.title if number == 0 else f"{self.title} (continued)"
             table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", title_style="bold")
-            for column in columns:
-                table.add_column(
-                    self.headers[column],
-                    justify="left" if column in self.left else "right",
-                    min_width=widths[column],
-                )
+            fitted = self.fit(columns, console.width)
+            for position, column in enumerate(columns):
+                justify: Literal["left", "right"] = "left" if column in self.left else "right"
+                if fitted is None:  # one column wider than the terminal: rich folds what it must
+                    table.add_column(self.headers[column], justify=justify, min_width=widths[column])
+                else:
+                    table.add_column(self.headers[column], justify=justify, width=fitted[position])
             for row in self.rows:
                 table.add_row(*(row[c] for c in columns))
             console.print(table)
+
+
+def _need(widths: list[int]) -> int:
+    """The width of a table whose columns have these content widths: each column's padding (one
+    character either side) and border (one character), and the border at the end."""
+    return sum(w + 3 for w in widths) + 1
 
 
 def _table(title: str, *columns: str, left: tuple[int, ...] = (0,)) -> _Rows:
@@ -354,7 +387,7 @@ def print_loop(loop: LoopHealth, console: Console) -> None:
         for r in loop.engagement:
             t = tickets.get(r["prompt_version"], {})
             per_version.add_row(
-                r["prompt_version"] if r["prompt_version"] != ALL else "all versions",
+                r["prompt_version"] if r["prompt_version"] != ALL else "all",  # one word: never wraps
                 f"{r['active_users']:,}",
                 _num(r["interactions_per_active_user"]),
                 _pct(r["next_week_return_rate"]),
