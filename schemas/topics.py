@@ -15,6 +15,8 @@ EDIT_OPERATIONS: Final = "ai.edits.operations.v1"
 EXPERIMENTS: Final = "ai.experiments.v1"
 EXPERIMENT_DECISIONS: Final = "ai.experiments.decisions.v1"
 REGRESSION_ALERTS: Final = "ai.alerts.regressions.v1"
+#: Support tickets from apps and help desks (key ``user_id``), read by the sink only.
+SUPPORT_TICKETS: Final = "ai.support_tickets.v1"
 
 #: Every public topic, all created with the same partition count.
 PUBLIC_TOPICS: Final = (
@@ -28,6 +30,7 @@ PUBLIC_TOPICS: Final = (
     EXPERIMENTS,
     EXPERIMENT_DECISIONS,
     REGRESSION_ALERTS,
+    SUPPORT_TICKETS,
 )
 
 #: Public topics that keep the latest record per key (``cleanup.policy=compact``).
