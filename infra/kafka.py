@@ -130,6 +130,43 @@ def librdkafka_transient(line: str) -> bool:
     return _TRANSIENT.search(line) is not None
 
 
+class _OutageThrottle:
+    """Turns a stream of "broker not reachable" lines into one WARNING per ``outage_warn_s`` once the
+    outage has lasted that long; everything else of the kind goes to DEBUG."""
+
+    def __init__(self, outage_warn_s: float, clock: Callable[[], float]) -> None:
+        self.outage_warn_s = outage_warn_s
+        self._clock = clock
+        self._outage_since: float | None = None
+        self._last_failure = 0.0
+        self._last_warning: float | None = None
+        self._suppressed = 0
+
+    def note(self) -> tuple[float, int] | None:
+        """Count one transient line; return (seconds of outage, lines held back) when it is due as a
+        warning, else None (log it at DEBUG)."""
+        now = self._clock()
+        # A quiet spell longer than librdkafka's longest reconnect backoff (10 s) ends an outage.
+        if self._outage_since is None or now - self._last_failure > max(self.outage_warn_s, 10.0):
+            self._outage_since, self._last_warning, self._suppressed = now, None, 0
+        self._last_failure = now
+        lasted = now - self._outage_since
+        if lasted >= self.outage_warn_s and (
+            self._last_warning is None or now - self._last_warning >= self.outage_warn_s
+        ):
+            self._last_warning = now
+            suppressed, self._suppressed = self._suppressed, 0
+            return lasted, suppressed
+        self._suppressed += 1
+        return None
+
+
+_OUTAGE_WARNING = (
+    "no connection to Kafka for %.0f s (%d similar lines since the last report); "
+    "the client keeps retrying. Last: "
+)
+
+
 class LibrdkafkaLog:
     """librdkafka's log lines through Python logging (logger ``librdkafka``), at a sane level.
 
@@ -143,41 +180,50 @@ class LibrdkafkaLog:
     def __init__(self, outage_warn_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logging.getLogger(LIBRDKAFKA_LOGGER)
         self.outage_warn_s = outage_warn_s
-        self._clock = clock
-        self._outage_since: float | None = None
-        self._last_failure = 0.0
-        self._last_warning: float | None = None
-        self._suppressed = 0
+        self._outage = _OutageThrottle(outage_warn_s, clock)
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         """Log one librdkafka line (``msg % args``, args = facility, client name, text)."""
         text = str(args[-1]) if args else msg
         if level >= logging.WARNING and librdkafka_transient(text):
-            self._transient(msg, args)
+            if (due := self._outage.note()) is not None:
+                self.logger.warning(_OUTAGE_WARNING + msg, *due, *args)
+            else:
+                self.logger.debug(msg, *args)
             return
         self.logger.log(logging.DEBUG if level < logging.WARNING else level, msg, *args)
 
-    def _transient(self, msg: str, args: tuple[Any, ...]) -> None:
-        now = self._clock()
-        # A quiet spell longer than librdkafka's longest reconnect backoff (10 s) ends an outage.
-        if self._outage_since is None or now - self._last_failure > max(self.outage_warn_s, 10.0):
-            self._outage_since, self._last_warning, self._suppressed = now, None, 0
-        self._last_failure = now
-        lasted = now - self._outage_since
-        due = self._last_warning is None or now - self._last_warning >= self.outage_warn_s
-        if lasted >= self.outage_warn_s and due:
-            self._last_warning = now
-            self.logger.warning(
-                "no connection to Kafka for %.0f s (%d similar lines since the last report); "
-                "the client keeps retrying. Last: " + msg,
-                lasted,
-                self._suppressed,
-                *args,
-            )
-            self._suppressed = 0
+
+#: The logger aiokafka (the client inside Faust) reports connection failures on.
+AIOKAFKA_LOGGER = "aiokafka"
+
+
+class AiokafkaOutageFilter(logging.Filter):
+    """The same policy for aiokafka, the client inside Faust: while a broker is down it logs "Unable
+    connect to node" at ERROR ten times a second. Installed on the ``aiokafka`` logger by
+    :func:`quiet_client_outages`; such records are demoted to DEBUG except one WARNING per
+    ``outage_warn_s`` once the outage has lasted that long. Any other record passes unchanged."""
+
+    def __init__(self, outage_warn_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(AIOKAFKA_LOGGER)
+        self._outage = _OutageThrottle(outage_warn_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not librdkafka_transient(record.getMessage()):
+            return True
+        if (due := self._outage.note()) is not None:
+            record.msg, record.args = _OUTAGE_WARNING + "%s", (*due, record.getMessage())
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         else:
-            self._suppressed += 1
-            self.logger.debug(msg, *args)
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_client_outages() -> None:
+    """Install :class:`AiokafkaOutageFilter` on the ``aiokafka`` logger (once per process)."""
+    logger = logging.getLogger(AIOKAFKA_LOGGER)
+    if not any(isinstance(f, AiokafkaOutageFilter) for f in logger.filters):
+        logger.addFilter(AiokafkaOutageFilter())
 
 
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
