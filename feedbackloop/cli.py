@@ -17,7 +17,10 @@ from feedbackloop.worker import Stage
 from infra.clickhouse import query_rows
 from infra.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# A crash shows no local variables: one of them may hold a secret (typer's default, kept on purpose).
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka (no Docker needed).")
 app.add_typer(stack_app, name="stack")
 
@@ -87,7 +90,7 @@ def migrate_cmd() -> None:
     applied = migrate(client, settings.clickhouse.database)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing new"
     console.print(
-        f"database [bold]{settings.clickhouse.database}[/bold] at {settings.clickhouse.url}: {names}"
+        f"database [bold]{settings.clickhouse.database}[/bold] at {settings.clickhouse.shown_url}: {names}"
     )
 
 
@@ -157,7 +160,7 @@ def demo_cmd(
     look = f"feedbackloop query --database {ch.database} 'SELECT * FROM prompt_version_summary'"  # noqa: S608
     console.print(
         f"\n{result.events:,} events from {result.users} users ({result.interactions:,} interactions) went "
-        f"through Kafka ({result.settings.kafka.topic_namespace}.*) into ClickHouse at {ch.url}, "
+        f"through Kafka ({result.settings.kafka.topic_namespace}.*) into ClickHouse at {ch.shown_url}, "
         f"database [bold]{ch.database}[/bold].\nLook around: [bold]{look}[/bold]"
     )
 

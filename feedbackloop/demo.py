@@ -96,7 +96,7 @@ def run_demo(
         client.command(f"DROP DATABASE IF EXISTS {DEMO_DATABASE}")
         migrate(client, DEMO_DATABASE)
         client.close()
-        where = settings.clickhouse.url
+        where = settings.clickhouse.shown_url
         console.print(
             f"[green]✓[/green] ClickHouse database [bold]{DEMO_DATABASE}[/bold] migrated at {where}"
         )
