@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -181,23 +182,60 @@ class LibrdkafkaLog:
 
 
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
-    """librdkafka configuration for ``kafka``, with ``extra`` keys on top.
+    """librdkafka configuration for ``kafka``, with ``extra`` keys on top: the brokers and the
+    security settings (TLS and SASL), for every producer, consumer and admin client.
 
-    librdkafka logs through Python logging (:class:`LibrdkafkaLog`) unless ``extra`` has a ``logger``.
+    SASL credentials are set only with a SASL protocol and TLS files only with a TLS one, so a secret
+    never sits in a configuration that does not use it. File paths are made absolute (the SDK's
+    sender process may be restarted after the app changed directory). librdkafka logs through
+    Python logging (:class:`LibrdkafkaLog`) unless ``extra`` has a ``logger``.
     """
     config: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
         "logger": LibrdkafkaLog(),
     }
-    if kafka.sasl_mechanism:
-        config["sasl.mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        config["sasl.username"] = kafka.sasl_username
-    if kafka.sasl_password:
-        config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.uses_sasl:
+        if kafka.sasl_mechanism:
+            config["sasl.mechanism"] = kafka.sasl_mechanism.upper()
+        if kafka.sasl_username is not None:
+            config["sasl.username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.uses_tls:
+        config["enable.ssl.certificate.verification"] = True
+        config["ssl.endpoint.identification.algorithm"] = "https" if kafka.ssl_check_hostname else "none"
+        if kafka.ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(kafka.ssl_ca_file.absolute())
+        if kafka.ssl_cert_file is not None:
+            config["ssl.certificate.location"] = str(kafka.ssl_cert_file.absolute())
+        if kafka.ssl_key_file is not None:
+            config["ssl.key.location"] = str(kafka.ssl_key_file.absolute())
+        if kafka.ssl_key_password is not None:
+            config["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
     config.update(extra)
     return config
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of ``kafka`` for Python clients (Faust's aiokafka), None without TLS: the
+    brokers' certificates verified against ``ssl_ca_file`` (else the system's CAs), their host names
+    checked unless ``ssl_check_hostname`` is off, and the client certificate loaded if given. Raises
+    :class:`OSError` / :class:`ssl.SSLError` naming a file that cannot be read."""
+    if not kafka.uses_tls:
+        return None
+    ca = str(kafka.ssl_ca_file.absolute()) if kafka.ssl_ca_file is not None else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.check_hostname = kafka.ssl_check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED
+    if kafka.ssl_cert_file is not None:
+        password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password is not None else None
+        context.load_cert_chain(
+            str(kafka.ssl_cert_file.absolute()),
+            str(kafka.ssl_key_file.absolute()) if kafka.ssl_key_file is not None else None,
+            password=password,
+        )
+    return context
 
 
 def public_topic_names(kafka: KafkaSettings) -> list[str]:

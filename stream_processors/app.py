@@ -22,10 +22,12 @@ from typing import Any, cast
 
 import faust
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
 from infra.groups import app_id
+from infra.kafka import ssl_context
 from infra.output_producer import OutputProducer
-from infra.settings import Settings
+from infra.settings import KafkaSettings, Settings
 from stream_processors.core import (
     RECORDS,
     WINDOWS,
@@ -186,6 +188,21 @@ def _answered(done: dict[str, bool]) -> ReadToEnd:
     return lambda topic, _partition: done[topic]
 
 
+def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's credentials for ``kafka``'s security settings, so its aiokafka consumer and producer
+    authenticate and encrypt like every confluent-kafka client (``infra.kafka.client_config``)."""
+    context = ssl_context(kafka)
+    if kafka.uses_sasl:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=(kafka.sasl_mechanism or "PLAIN").upper(),
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The Faust app running both processing stages, and the pipeline behind its batch agents."""
     pipeline_cfg = settings.pipeline
@@ -194,6 +211,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     app = FastApp(
         app_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings.kafka),
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,
