@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.groups import app_id, contributions_topic, lease_group_id, progress_group_id, sink_group_id
-from infra.settings import KafkaSettings, Settings
+from infra.settings import ClickHouseSettings, KafkaSettings, Settings
 
 #: The oldest ClickHouse server supported: the engine chdb embeds, which every test runs the
 #: migrations and views on (chdb 4.4 = ClickHouse 26.9). docker-compose.yml pins this generation.
@@ -353,20 +353,14 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def connect_clickhouse(settings: Settings) -> tuple[Client | None, Check]:
     """A client for the configured ClickHouse, and the check saying whether it answered."""
-    from infra.clickhouse import ClickHouseBusyError, chdb_path, connect
+    from infra.clickhouse import ClickHouseBusyError, connect
 
-    url = settings.clickhouse.url
-    shown = redact(url)
+    shown = settings.clickhouse.shown_url
     driver_log = logging.getLogger("clickhouse_connect")
     level = driver_log.level
     driver_log.setLevel(logging.CRITICAL)  # it logs each failed attempt; the check says it once
     try:
-        if chdb_path(url) is None:
-            import clickhouse_connect
-
-            client = clickhouse_connect.get_client(dsn=url, connect_timeout=5, send_receive_timeout=30)
-        else:
-            client = connect(settings.clickhouse)
+        client = connect(settings.clickhouse, connect_timeout=5, send_receive_timeout=30)
         client.command("SELECT 1")
     except ClickHouseBusyError as exc:
         return None, Check(
@@ -545,7 +539,8 @@ def _permission_checks(client: Client, database: str) -> list[Check]:
 # ----------------------------------------------------------------------------------------- Kafka
 
 
-_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+#: The SASL mechanisms every client can be given (a user name and a password: librdkafka and aiokafka).
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _loopback(host: str) -> bool:
@@ -556,10 +551,16 @@ def _hosts(bootstrap: str) -> list[str]:
     return [server.strip().rsplit(":", 1)[0].strip("[]") for server in bootstrap.split(",") if server.strip()]
 
 
+def _unreadable(paths: Iterable[tuple[str, Path | None]]) -> list[str]:
+    """``name (path)`` of each file given that this process cannot read."""
+    return [f"{name} ({path})" for name, path in paths if path is not None and not os.access(path, os.R_OK)]
+
+
 def security_check(kafka: KafkaSettings) -> Check:
-    """Whether the security settings hang together, and what they expose."""
+    """Whether the Kafka security settings hang together, what they expose, and -- when they do --
+    what every client uses: the protocol, the SASL mechanism and user, the CA and client certificate."""
     protocol, mechanism = kafka.security_protocol, kafka.sasl_mechanism
-    sasl = protocol.startswith("SASL")
+    sasl = kafka.uses_sasl
     env = "FEEDBACKLOOP_KAFKA__"
     if sasl and not mechanism:
         return Check(
@@ -582,14 +583,10 @@ def security_check(kafka: KafkaSettings) -> Check:
             "kafka",
             "security",
             Status.fail,
-            f"unknown SASL mechanism {mechanism}",
+            f"unsupported SASL mechanism {mechanism}",
             f"set {env}SASL_MECHANISM to one of {', '.join(_MECHANISMS)}",
         )
-    if (
-        mechanism
-        and mechanism.upper() in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-        and not (kafka.sasl_username and kafka.sasl_password)
-    ):
+    if mechanism and not (kafka.sasl_username and kafka.sasl_password):
         return Check(
             "kafka",
             "security",
@@ -597,9 +594,45 @@ def security_check(kafka: KafkaSettings) -> Check:
             f"SASL {mechanism} needs a user name and a password",
             f"set {env}SASL_USERNAME and {env}SASL_PASSWORD",
         )
+    files = [
+        ("SSL_CA_FILE", kafka.ssl_ca_file),
+        ("SSL_CERT_FILE", kafka.ssl_cert_file),
+        ("SSL_KEY_FILE", kafka.ssl_key_file),
+    ]
+    given = [name for name, path in files if path is not None]
+    if given and not kafka.uses_tls:
+        return Check(
+            "kafka",
+            "security",
+            Status.fail,
+            f"{', '.join(env + name for name in given)} set, but {protocol} does not use TLS: ignored",
+            f"set {env}SECURITY_PROTOCOL=SSL (or SASL_SSL), or unset them",
+        )
+    unreadable = _unreadable((env + name, path) for name, path in files)
+    if unreadable:
+        return Check(
+            "kafka",
+            "security",
+            Status.fail,
+            f"cannot read {', '.join(unreadable)}",
+            "point the setting at a PEM file this user can read",
+        )
+    if kafka.uses_tls:
+        from infra.kafka import ssl_context
+
+        try:
+            ssl_context(kafka)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad file or key password
+            return Check(
+                "kafka",
+                "security",
+                Status.fail,
+                f"the TLS files do not load: {_first_line(exc)}",
+                f"check {env}SSL_CA_FILE, {env}SSL_CERT_FILE, {env}SSL_KEY_FILE and {env}SSL_KEY_PASSWORD",
+            )
     # A name without dots is a host on a private network (a compose service); the rest may not be.
     exposed = [h for h in _hosts(kafka.bootstrap_servers) if not _loopback(h) and "." in h]
-    if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and exposed:
+    if not kafka.uses_tls and exposed:
         secret = " and the SASL password" if mechanism and mechanism.upper() == "PLAIN" else ""
         return Check(
             "kafka",
@@ -608,8 +641,85 @@ def security_check(kafka: KafkaSettings) -> Check:
             f"{protocol}: events{secret} cross the network to {', '.join(exposed)} unencrypted",
             f"set {env}SECURITY_PROTOCOL=SSL or SASL_SSL unless that network is private",
         )
-    how = f"{protocol}" + (f" with SASL {mechanism} as {kafka.sasl_username}" if mechanism else "")
+    how = _kafka_security_in_use(kafka)
+    if kafka.uses_tls and not kafka.ssl_check_hostname:
+        return Check(
+            "kafka",
+            "security",
+            Status.warn,
+            how,
+            f"host names are not checked against the brokers' certificates: set {env}SSL_CHECK_HOSTNAME=true "
+            "once the brokers' certificates name the addresses clients use",
+        )
     return Check("kafka", "security", Status.ok, how)
+
+
+def _kafka_security_in_use(kafka: KafkaSettings) -> str:
+    """What every client uses, in one line (never a secret)."""
+    parts: list[str] = [kafka.security_protocol]
+    if kafka.uses_sasl:
+        parts.append(f"SASL {kafka.sasl_mechanism} as {kafka.sasl_username}")
+    if kafka.uses_tls:
+        ca = f"the CA in {kafka.ssl_ca_file}" if kafka.ssl_ca_file is not None else "the system's CAs"
+        checked = "host names checked" if kafka.ssl_check_hostname else "host names NOT checked"
+        parts.append(f"brokers verified against {ca} ({checked})")
+        if kafka.ssl_cert_file is not None:
+            parts.append(f"client certificate {kafka.ssl_cert_file}")
+    return ", ".join(parts) + "; for every client (confluent-kafka, the SDK, Faust)"
+
+
+def clickhouse_security_check(clickhouse: ClickHouseSettings) -> Check:
+    """How the ClickHouse client connects: embedded, http (where that is a risk) or https verified
+    against which CA; with a password or not (never the password)."""
+    url = clickhouse.shown_url
+    env = "FEEDBACKLOOP_CLICKHOUSE__"
+    scheme = urlsplit(clickhouse.url).scheme
+    if scheme == "chdb":
+        return Check("clickhouse", "security", Status.ok, "embedded (chdb): no network, no credentials")
+    host = urlsplit(clickhouse.url).hostname or ""
+    password = "with a password" if clickhouse.password is not None else "without a password"
+    if scheme == "http":
+        if _loopback(host) or "." not in host:
+            return Check("clickhouse", "security", Status.ok, f"http to {url}, {password} (local or private)")
+        return Check(
+            "clickhouse",
+            "security",
+            Status.warn,
+            f"http to {url}: the password and every row cross the network unencrypted",
+            f"use https:// in {_URL} (and {env}CA_CERT if the server's certificate is not publicly trusted)",
+        )
+    unreadable = _unreadable(
+        (env + name, path)
+        for name, path in (
+            ("CA_CERT", clickhouse.ca_cert),
+            ("CLIENT_CERT", clickhouse.client_cert),
+            ("CLIENT_CERT_KEY", clickhouse.client_cert_key),
+        )
+    )
+    if unreadable:
+        return Check(
+            "clickhouse",
+            "security",
+            Status.fail,
+            f"cannot read {', '.join(unreadable)}",
+            "point the setting at a PEM file this user can read",
+        )
+    if not clickhouse.verify:
+        return Check(
+            "clickhouse",
+            "security",
+            Status.warn,
+            f"https to {url}, {password}, the server's certificate NOT verified",
+            f"set {env}VERIFY=true ({env}CA_CERT: the CA that signed the server's certificate)",
+        )
+    ca = f"the CA in {clickhouse.ca_cert}" if clickhouse.ca_cert is not None else "the system's CAs"
+    client = f", client certificate {clickhouse.client_cert}" if clickhouse.client_cert is not None else ""
+    return Check(
+        "clickhouse",
+        "security",
+        Status.ok,
+        f"https to {url}, {password}, server verified against {ca}{client}",
+    )
 
 
 def _admin(kafka: KafkaSettings) -> Any:
@@ -849,6 +959,8 @@ def run_checks(
     if scope in (Scope.all, Scope.clickhouse, Scope.reachable):
         client, answered = connect_clickhouse(settings)
         checks.append(answered)
+        if scope is not Scope.reachable:
+            checks.append(clickhouse_security_check(settings.clickhouse))
         if client is not None:
             try:
                 if scope is not Scope.reachable:
@@ -941,6 +1053,7 @@ __all__ = [
     "Scope",
     "Status",
     "clickhouse_checks",
+    "clickhouse_security_check",
     "connect_clickhouse",
     "print_checks",
     "probe_features",
