@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.groups import app_id, contributions_topic, lease_group_id, progress_group_id, sink_group_id
-from infra.settings import ClickHouseSettings, KafkaSettings, Settings
+from infra.settings import ClickHouseSettings, KafkaSettings, Settings, check_database_name
 
 #: The oldest ClickHouse server supported: the engine chdb embeds, which every test runs the
 #: migrations and views on (chdb 4.4 = ClickHouse 26.9). docker-compose.yml pins this generation.
@@ -269,8 +269,10 @@ def probe_features(client: Client, database: str, features: Iterable[Feature] = 
     """Run every feature's probe on ``client``: a check per failing feature, and one summing up.
 
     Probes that create objects do so in a scratch database, dropped afterwards; when it cannot be
-    created (no CREATE DATABASE grant), those probes are skipped with a warning.
+    created (no CREATE DATABASE grant), those probes are skipped with a warning. ``database`` must be
+    a plain identifier (``ValueError`` otherwise).
     """
+    check_database_name(database)
     features = list(features)
     scratch = f"{database}_doctor_{uuid.uuid4().hex[:8]}"
     scratch_error: str | None = None
