@@ -82,16 +82,27 @@ def collector(
 
 @app.command("migrate")
 def migrate_cmd() -> None:
-    """Create the ClickHouse database, tables and views (numbered migrations, applied once)."""
-    from sinks.clickhouse import migrate
+    """Create the ClickHouse database, tables and views (numbered migrations, applied once), then bring
+    the raw-text TTLs to FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS."""
+    from sinks.clickhouse import apply_retention, migrate
 
     settings = load_settings()
     client = connect_or_exit(settings)
-    applied = migrate(client, settings.clickhouse.database)
+    database = settings.clickhouse.database
+    applied = migrate(client, database)
+    days = settings.retention.raw_text_days
+    changed = apply_retention(client, database, days)
+    client.close()
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing new"
-    console.print(
-        f"database [bold]{settings.clickhouse.database}[/bold] at {settings.clickhouse.shown_url}: {names}"
-    )
+    console.print(f"database [bold]{database}[/bold] at {settings.clickhouse.shown_url}: {names}")
+    if days is None:
+        console.print(
+            "retention: raw text TTLs left as they were (FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS unset)"
+        )
+    else:
+        kept = f"{days} days" if days else "until erased"
+        done = f"{len(changed)} TTLs changed" if changed else "already so"
+        console.print(f"retention: raw text kept {kept} ({done})")
 
 
 @app.command("worker")

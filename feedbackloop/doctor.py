@@ -256,6 +256,37 @@ FEATURES: tuple[Feature, ...] = (
     ),
     _fn("toDateTime", "SELECT toString(toDateTime(0, 'UTC'))", "1970-01-01 00:00:00"),
     _fn("now64", "SELECT toTypeName(now64(3))", "DateTime64(3)"),
+    _fn("arrayResize", "SELECT toString(arrayResize(CAST([], 'Array(String)'), 2))", "['','']"),
+    _fn("CAST", "SELECT toTypeName(CAST([], 'Array(String)'))", "Array(String)"),
+    _fn("length", "SELECT length(['a', 'b'])", "2"),
+    # Retention and erasure (sinks/clickhouse/retention.py, erasure.py): a column TTL replaces expired
+    # values by the column's DEFAULT expression; a lightweight DELETE hides rows at once.
+    Feature(
+        "column TTL to the column's DEFAULT, table TTL, OPTIMIZE ... FINAL",
+        (r"DEFAULT arrayResize",),
+        (
+            "CREATE TABLE {scratch}.ttl (k UInt8, at DateTime64(3, 'UTC'), n Array(UInt8), "
+            "t Array(String) DEFAULT arrayResize(CAST([], 'Array(String)'), length(n))) "
+            "ENGINE = ReplacingMergeTree ORDER BY k",
+            "INSERT INTO {scratch}.ttl VALUES (1, now64(3) - INTERVAL 3 DAY, [1, 2], ['a', 'b'])",
+            "ALTER TABLE {scratch}.ttl MODIFY COLUMN t TTL at + INTERVAL 1 DAY",
+            "ALTER TABLE {scratch}.ttl MODIFY TTL at + INTERVAL 30 DAY",
+            "OPTIMIZE TABLE {scratch}.ttl FINAL",
+            "SELECT toString(t) FROM {scratch}.ttl",
+        ),
+        "['','']",
+    ),
+    Feature(
+        "lightweight DELETE",
+        (),
+        (
+            "CREATE TABLE {scratch}.lwd (k UInt8, user_id String) ENGINE = ReplacingMergeTree ORDER BY k",
+            "INSERT INTO {scratch}.lwd VALUES (1, 'a'), (2, 'b')",
+            "DELETE FROM {scratch}.lwd WHERE user_id IN ('a')",
+            "SELECT toString(groupArray(k)) FROM {scratch}.lwd",
+        ),
+        "[2]",
+    ),
     # What the Grafana datasource's $__timeInterval macro expands to.
     _fn(
         "toStartOfInterval",
@@ -435,6 +466,7 @@ def clickhouse_checks(client: Client, settings: Settings) -> list[Check]:
     checks += probe_features(client, database)
     checks.append(_migrations_check(client, database))
     if checks[-1].status is Status.ok:
+        checks.append(retention_check(client, settings))
         checks += _permission_checks(client, database)
     else:
         checks.append(
@@ -479,6 +511,36 @@ def _migrations_check(client: Client, database: str) -> Check:
             "upgrade feedbackloop here",
         )
     return Check("clickhouse", "migrations", Status.ok, f"all {len(shipped)} applied to {database}")
+
+
+def retention_check(client: Client, settings: Settings) -> Check:
+    """Whether the raw-text TTLs of the database are what ``retention.raw_text_days`` says."""
+    from sinks.clickhouse.retention import retention_state
+
+    env = "FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS"
+    state = retention_state(client, settings.clickhouse.database)
+    found = sorted(set(state.values()), key=lambda d: -1 if d is None else d)
+    wanted = settings.retention.raw_text_days
+    if wanted is not None and any(days != (wanted or None) for days in state.values()):
+        differ = sorted(f"{t}.{c}" if c else t for (t, c), days in state.items() if days != (wanted or None))
+        return Check(
+            "clickhouse",
+            "retention",
+            Status.fail,
+            f"{env}={wanted}, but {', '.join(differ)} keep raw text "
+            + " / ".join("until erased" if d is None else f"{d} days" for d in found),
+            "run feedbackloop migrate (the sink applies it too when it starts)",
+        )
+    if found == [None]:
+        return Check(
+            "clickhouse",
+            "retention",
+            Status.ok,
+            "raw text (prompts, responses, corrections, comments) kept until erased: no TTLs",
+            f"to expire it, set {env} (e.g. 90) and run feedbackloop migrate" if wanted is None else "",
+        )
+    shown = " / ".join("until erased" if d is None else f"{d} days" for d in found)
+    return Check("clickhouse", "retention", Status.ok, f"raw text kept {shown}, dead letters as long")
 
 
 def _view_arguments(as_select: str) -> str:
@@ -1060,6 +1122,7 @@ __all__ = [
     "print_checks",
     "probe_features",
     "register",
+    "retention_check",
     "run_checks",
     "run_doctor",
     "security_check",

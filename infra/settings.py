@@ -739,6 +739,29 @@ class ExperimentSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long personal free text is kept in ClickHouse (docs/security.md, "Retention and erasure").
+
+    Applied by ``feedbackloop migrate`` and whenever the sink opens ClickHouse
+    (``sinks.clickhouse.retention``): column TTLs blank the raw text of older rows (prompts,
+    responses, corrections, comments, edit fragments, metadata) while the rows, their ids, flags
+    and numbers stay, so every rate and aggregate stays as it was; dead letters, which are only
+    their payload, expire whole.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raw_text_days: int | None = Field(
+        None,
+        ge=0,
+        le=36_500,
+        description="Days raw text is kept after its event time (e.g. 90); 0: kept until erased (the "
+        "TTLs removed); unset: the TTLs are left as an earlier migrate set them (none at first). "
+        "Set it where the sink runs and where `feedbackloop migrate` runs; a change is applied at the "
+        "next of either. Text already blanked does not come back.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
 
@@ -762,3 +785,4 @@ class Settings(BaseSettings):
     collector: CollectorSettings = CollectorSettings()
     insights: InsightSettings = InsightSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    retention: RetentionSettings = RetentionSettings()
