@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop import cli_deadletters, cli_experiments, cli_insights, doctor, localstack
+from feedbackloop import cli_deadletters, cli_experiments, cli_insights, cli_privacy, doctor, localstack
 from feedbackloop.context import connect_or_exit, load_settings
 from feedbackloop.output import OutputFormat, console, fail, print_rows
 from feedbackloop.worker import Stage
@@ -244,6 +244,7 @@ app.add_typer(cli_insights.app)  # report, prompts, insights, impact
 cli_experiments.register(app)  # experiments, alerts
 app.add_typer(cli_deadletters.app, name="deadletters")
 doctor.register(app)  # doctor
+cli_privacy.register(app)  # forget
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, but not in __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from infra.settings import KafkaSettings
@@ -275,7 +281,8 @@ def ensure_topics(
     """Create the topics that do not exist yet; return the names created.
 
     Existing topics are checked, not changed: a partition count other than the one asked for
-    raises, because co-partitioning by ``session_id`` depends on it.
+    raises, because co-partitioning by ``session_id`` depends on it. The contract's compacted topics
+    (``topics.COMPACTED_TOPICS``) are created compacted (see :func:`ensure_compacted` for older ones).
     """
     want = partitions or kafka.partitions
     admin = AdminClient(client_config(kafka))
@@ -292,9 +299,14 @@ def ensure_topics(
     todo = list(missing)
     created: list[str] = []
 
+    compacted = {topics.topic_name(base, kafka.topic_namespace) for base in topics.COMPACTED_TOPICS}
+
+    def topic_config(name: str) -> dict[str, str]:
+        return {**({"cleanup.policy": "compact"} if name in compacted else {}), **dict(config or {})}
+
     def create_the_rest() -> None:
         futures = admin.create_topics(
-            [NewTopic(n, want, kafka.replication_factor, config=dict(config or {})) for n in todo],
+            [NewTopic(n, want, kafka.replication_factor, config=topic_config(n)) for n in todo],
             operation_timeout=timeout_s,
         )
         failure: KafkaException | None = None
@@ -314,6 +326,33 @@ def ensure_topics(
     call_with_retries(create_the_rest, f"create topics {missing}", timeout_s)
     _wait_for_leaders(admin, missing, timeout_s)
     return created
+
+
+def ensure_compacted(kafka: KafkaSettings, names: Iterable[str], timeout_s: float = 30.0) -> list[str]:
+    """Make existing topics ``cleanup.policy=compact`` (an idempotent config change, for topics
+    created before they were meant to be compacted); return the names changed."""
+    admin = AdminClient(client_config(kafka))
+    changed = []
+    for name in names:
+        resource = ConfigResource(ResourceType.TOPIC, name)
+
+        def describe(resource: Any = resource) -> dict[str, Any]:
+            return dict(admin.describe_configs([resource])[resource].result(timeout=timeout_s))
+
+        current = call_with_retries(describe, f"configuration of {name}", timeout_s)
+        entry = current.get("cleanup.policy")
+        if entry is not None and entry.value == "compact":
+            continue
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        admin.incremental_alter_configs([change])[change].result(timeout=timeout_s)
+        changed.append(name)
+    return changed
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:

@@ -15,6 +15,8 @@ EDIT_OPERATIONS: Final = "ai.edits.operations.v1"
 EXPERIMENTS: Final = "ai.experiments.v1"
 EXPERIMENT_DECISIONS: Final = "ai.experiments.decisions.v1"
 REGRESSION_ALERTS: Final = "ai.alerts.regressions.v1"
+#: Users to forget, by user_id (compacted, never a tombstone: the lasting record of each erasure).
+ERASURES: Final = "ai.erasures.v1"
 
 #: Every public topic, all created with the same partition count.
 PUBLIC_TOPICS: Final = (
@@ -28,10 +30,11 @@ PUBLIC_TOPICS: Final = (
     EXPERIMENTS,
     EXPERIMENT_DECISIONS,
     REGRESSION_ALERTS,
+    ERASURES,
 )
 
 #: Public topics that keep the latest record per key (``cleanup.policy=compact``).
-COMPACTED_TOPICS: Final = (EXPERIMENTS,)
+COMPACTED_TOPICS: Final = (EXPERIMENTS, ERASURES)
 
 
 def topic_name(base: str, namespace: str = "") -> str:

@@ -9,7 +9,9 @@ they do is :class:`~stream_processors.core.ProcessingCore`'s. This module only c
   (``stream_processors.faust_transport``), so only after both;
 * a one-second timer lets quiet partitions' event time follow the wall clock;
 * Faust's tables recover the changelogs on every assignment and the core restores a partition's
-  state from them the first time it needs it; revoked partitions are forgotten.
+  state from them the first time it needs it; revoked partitions are forgotten;
+* erased users (``ai.erasures.v1``) are read whole before the first batch, then followed by the
+  timer: the core drops their events and forgets their state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import faust
 from faust.types import TP
 from faust.types.auth import CredentialsT
 
+from infra.erasures import ErasureLog
 from infra.groups import app_id
 from infra.kafka import ssl_context
 from infra.output_producer import OutputProducer
@@ -88,7 +91,9 @@ class Pipeline:
         self.names = names
         self.output = output
         self.tables = TableStores()
-        self.core = ProcessingCore(settings.pipeline, names, self.tables)
+        #: Erased users, read whole before the first batch and followed by the timer (see ``tick``).
+        self.erasures = ErasureLog(settings.kafka)
+        self.core = ProcessingCore(settings.pipeline, names, self.tables, self.erasures.users)
         self.lock = asyncio.Lock()
         self.changelogs: dict[Store, str] = {}
         self.consumer: FastConsumer | None = None
@@ -101,6 +106,8 @@ class Pipeline:
     async def process_events(self, messages: Sequence[Any]) -> None:
         """One batch of input messages (Faust messages): through the core, then delivered."""
         async with self.lock:
+            if not self.erasures.loaded:
+                await self._load_erasures()
             await self._deliver(self.core.process_events(messages, _now_ms(), self._read_to_end))
 
     async def process_contributions(self, messages: Sequence[Any]) -> None:
@@ -114,6 +121,11 @@ class Pipeline:
         if consumer is None:
             return
         async with self.lock:
+            if not self.erasures.loaded:
+                await self._load_erasures()
+            if erased := self.erasures.poll():  # a new request: forget their state now
+                log.info("forgetting %d erased users' state", len(erased))
+                await self._deliver(self.core.erase(erased))
             if self.recovered():
                 self.core.open_partitions(
                     (tp.partition for tp in consumer.assignment() if tp.topic == self.names.interactions),
@@ -140,6 +152,11 @@ class Pipeline:
             if now_ms - self._last_status_ms >= _STATUS_EVERY_MS:
                 self._last_status_ms = now_ms
                 log.info("partitions: %s", self.core.describe(now_ms))
+
+    async def _load_erasures(self) -> None:
+        """Read every erasure so far (off the event loop) before any state is opened or event applied:
+        a replay must find the users erased."""
+        await asyncio.get_running_loop().run_in_executor(None, self.erasures.load)
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""

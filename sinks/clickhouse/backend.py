@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Collection
 
 from clickhouse_connect.driver.client import Client
 
 from infra.clickhouse import connect
 from infra.settings import Settings
+from sinks.clickhouse.erasure import erase_users
 from sinks.clickhouse.errors import classify
 from sinks.clickhouse.retention import apply_retention
 from sinks.clickhouse.schema import migrate
@@ -54,6 +56,10 @@ class ClickHouseBackend:
         return ClickHouseTableWriter(
             self.client, f"{self._settings.database}.{spec.table}", spec.columns, self._drill
         )
+
+    def erase(self, user_ids: Collection[str]) -> dict[str, int]:
+        """See :mod:`sinks.clickhouse.erasure`."""
+        return erase_users(self.client, self._settings.database, user_ids)
 
     def classify(self, error: BaseException) -> Fault:
         """See :mod:`sinks.clickhouse.errors`."""

@@ -6,7 +6,7 @@ such a name with a clear error, and nothing is dropped."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from producers.impact import fetch_impact
 from reporting.model import build_report
 from reporting.prompts import PromptRegistry, PromptVersion, mirror, now
 from reporting.queries import sync_insight_settings
-from sinks.clickhouse import migrate
+from sinks.clickhouse import apply_retention, migrate
+from sinks.clickhouse.erasure import erase_users, remaining_rows, user_tables
+from sinks.clickhouse.retention import retention_state
 
 
 @pytest.fixture
@@ -85,6 +87,7 @@ WITH_DATABASE = {
     "insights spikes": ["insights", "spikes"],
     "insights sizes": ["insights", "sizes"],
     "impact": ["impact", "u1"],
+    "forget": ["forget", "u1"],
 }
 
 
@@ -130,13 +133,18 @@ def test_every_library_entry_point_refuses_an_injected_database(
     chdb_client: Client, victim: str, tmp_path: Path
 ) -> None:
     bad = _injection(victim)
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "migrate": lambda: migrate(chdb_client, bad),
         "fetch_impact": lambda: fetch_impact(chdb_client, bad, "u1"),
         "build_report": lambda: build_report(chdb_client, bad),
         "mirror": lambda: mirror(PromptRegistry(tmp_path / "prompts.json"), chdb_client, bad),
         "sync_insight_settings": lambda: sync_insight_settings(chdb_client, bad, InsightSettings()),
         "probe_features": lambda: probe_features(chdb_client, bad),
+        "apply_retention": lambda: apply_retention(chdb_client, bad, 30),
+        "retention_state": lambda: retention_state(chdb_client, bad),
+        "erase_users": lambda: erase_users(chdb_client, bad, ["u1"]),
+        "remaining_rows": lambda: remaining_rows(chdb_client, bad, ["u1"]),
+        "user_tables": lambda: user_tables(chdb_client, bad),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match="a database name"):
