@@ -10,13 +10,12 @@ every process can read it, and the evaluator reads it in the same stream as the 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, but not in __all__
     AdminClient,
     AlterConfigOpType,
@@ -26,7 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 from pydantic import ValidationError
 
-from infra.kafka import client_config, ensure_topics, public_topic_names
+from infra.kafka import client_config, ensure_topics, public_topic_names, read_topic, watermark_offsets
 from infra.output_producer import OutputProducer
 from infra.settings import KafkaSettings, Settings
 from schemas import topics
@@ -89,32 +88,9 @@ def ensure_experiment_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> N
         admin.incremental_alter_configs([change])[change].result(timeout=timeout_s)
 
 
-def _consumer(kafka: KafkaSettings, group_id: str, **extra: object) -> Consumer:
-    return Consumer(
-        client_config(
-            kafka,
-            **{
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                **extra,
-            },
-        )
-    )
-
-
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 20.0) -> tuple[int, int]:
     """(low, high) offsets of a partition, retried while its leadership settles (a new topic)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=min(10.0, timeout_s))
-            return int(low), int(high)
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return watermark_offsets(consumer, tp, timeout_s)
 
 
 def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
@@ -122,41 +98,7 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> It
 
     Raises TimeoutError when the end is not reached in ``timeout_s``; a topic that does not exist is empty.
     """
-    consumer = _consumer(kafka, "feedbackloop-experiments-reader")
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            return
-        remaining: dict[int, int] = {}
-        for partition in meta.partitions:
-            low, high = watermarks(consumer, TopicPartition(topic, partition))
-            if high > low:
-                remaining[partition] = high
-        if not remaining:
-            return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
-            for message in consumer.consume(num_messages=1000, timeout=0.2):
-                partition = message.partition()
-                assert partition is not None
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        remaining.pop(partition, None)
-                    elif error.fatal():
-                        raise KafkaException(error)
-                    continue
-                offset = message.offset()
-                if partition not in remaining or offset is None:
-                    continue
-                if offset + 1 >= remaining[partition]:
-                    remaining.pop(partition)
-                yield message
-    finally:
-        consumer.close()
+    return read_topic(kafka, topic, timeout_s, group_id="feedbackloop-experiments-reader")
 
 
 def read_experiments(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, Experiment]:

@@ -475,7 +475,7 @@ def read_topic(
             return
         remaining: dict[int, int] = {}
         for partition in found.partitions:
-            low, high = _watermark_offsets(consumer, TopicPartition(topic, partition))
+            low, high = watermark_offsets(consumer, TopicPartition(topic, partition))
             if high > low:
                 remaining[partition] = high
         if not remaining:
@@ -502,9 +502,11 @@ def read_topic(
         consumer.close()
 
 
-def _watermark_offsets(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+def watermark_offsets(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retried while a broker answers "not now" (a new topic)."""
+
     def offsets() -> tuple[int, int]:
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
         return int(low), int(high)
 
-    return call_with_retries(offsets, f"offsets of {tp.topic} [{tp.partition}]")
+    return call_with_retries(offsets, f"offsets of {tp.topic} [{tp.partition}]", timeout_s)

@@ -12,15 +12,13 @@ app need not hard-code it::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from infra.kafka import client_config
+from infra.kafka import read_topic
 from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.assignment import (
@@ -78,57 +76,18 @@ def read_experiment(kafka: KafkaSettings, experiment_id: str, timeout_s: float =
     read to its end within ``timeout_s``.
     """
     topic = topics.topic_name(topics.EXPERIMENTS, kafka.topic_namespace)
-    consumer = Consumer(
-        client_config(
-            kafka,
-            **{
-                "group.id": "feedbackloop-sdk-experiments",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-    )
+    wanted = experiment_id.encode()
     found: ExperimentRecord | None = None
-    try:
-        meta = consumer.list_topics(topic, timeout=min(10.0, timeout_s)).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise ExperimentNotFoundError(f"no experiments topic {topic!r}")
-        ends = {}
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
-            for message in consumer.consume(num_messages=500, timeout=0.2):
-                error = message.error()
-                partition = message.partition()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        ends.pop(partition or 0, None)
-                    elif error.fatal():
-                        raise KafkaException(error)
-                    continue
-                offset = message.offset() or 0
-                if partition is not None and offset + 1 >= ends.get(partition, 0):
-                    ends.pop(partition, None)
-                key, value = message.key(), message.value()
-                if key != experiment_id.encode() or not value:
-                    continue
-                try:
-                    record = ExperimentRecord.model_validate_json(value)
-                except ValidationError:
-                    continue  # the evaluator and the command line report invalid records
-                if found is None or (record.created_at, record.revision) >= (
-                    found.created_at,
-                    found.revision,
-                ):
-                    found = record
-    finally:
-        consumer.close()
+    for message in read_topic(kafka, topic, timeout_s, group_id="feedbackloop-sdk-experiments"):
+        value = message.value()
+        if message.key() != wanted or not value:
+            continue
+        try:
+            record = ExperimentRecord.model_validate_json(value)
+        except ValidationError:
+            continue  # the evaluator and the command line report invalid records
+        if found is None or (record.created_at, record.revision) >= (found.created_at, found.revision):
+            found = record
     if found is None:
         raise ExperimentNotFoundError(f"no experiment {experiment_id!r} on {topic}")
     return found

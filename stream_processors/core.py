@@ -290,6 +290,10 @@ class ProcessingCore:
             late_horizon_ms=int(self.pipeline.late_horizon_s * 1000),
             linger_ms=int(self.pipeline.retention_s * 1000),
             now_ms=now_ms,
+            # Members of a window come as its interactions settle: a late session's up to the settle
+            # delay after its last event; then the records' own expiry grace.
+            grace_ms=int(self.pipeline.signals.settle_delay_s * 1000)
+            + PartitionState.expire_grace(self.pipeline),
         )
         self.recovery.release(
             WINDOWS, [WindowState.member_key(w, i) for w, members in state.windows.items() for i in members]

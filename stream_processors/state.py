@@ -163,16 +163,13 @@ class PartitionState:
         self.retention_ms = int(pipeline.retention_s * 1000)
         self.late_horizon_ms = int(pipeline.late_horizon_s * 1000)
         self.quiet_ms = int(pipeline.idle_advance_s * 1000)
-        self.lateness_ms = int(pipeline.allowed_lateness_s * 1000)
         #: Wall-clock time a record stays after it was last touched, even once event time has passed its
         #: horizon: what a session's later events take to arrive when the watermark ran ahead of it
         #: (another session's newer events in the same batch, a topic read ahead of the other).
-        self.expire_grace_ms = min(self.retention_ms, max(10 * self.quiet_ms, 30_000))
+        self.expire_grace_ms = self.expire_grace(pipeline)
         self.records: dict[UUID, Record] = {}
         self.sessions: dict[str, dict[UUID, Interaction]] = {}
         self.watermark_ms = 0
-        #: The newest event time applied (epoch ms): where event time is about to be.
-        self.newest_ms = 0
         #: The latest wall-clock reading passed in (epoch ms).
         self.now_ms = 0
         self.counters = Counters()
@@ -186,6 +183,11 @@ class PartitionState:
         self._changed: set[UUID] = set()
         self._deleted: set[UUID] = set()
         self._to_amend: set[UUID] = set()
+
+    @staticmethod
+    def expire_grace(pipeline: PipelineSettings) -> int:
+        """The wall-clock grace of :attr:`expire_grace_ms` (ms) for these settings."""
+        return int(min(pipeline.retention_s * 1000, max(10 * pipeline.idle_advance_s * 1000, 30_000)))
 
     # ----------------------------------------------------------------- restore
 
@@ -245,10 +247,11 @@ class PartitionState:
         )
 
     def _is_behind(self, anchor_ms: int) -> bool:
-        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created: the
-        watermark, or the newest event applied (where the watermark is about to go), passed it."""
-        frontier = max(self.watermark_ms, self.newest_ms - self.lateness_ms)
-        return anchor_ms + self.settle_delay_ms <= frontier
+        """Whether a record anchored at ``anchor_ms`` would settle the moment it is created. Only the
+        watermark says so: it is the slowest input's progress, so a topic read ahead of the other
+        (a backlog) does not make the sessions it is ahead of late. A session that newer traffic in
+        the same batch carries the watermark past is kept by the expiry's wall-clock grace."""
+        return anchor_ms + self.settle_delay_ms <= self.watermark_ms
 
     def _hold(self, record: Record) -> None:
         """Hold a late record until its session goes quiet (see the module docstring)."""
@@ -273,8 +276,6 @@ class PartitionState:
         too_late = self._too_late(interaction.created_ms)
         if too_late is not None:
             return [LostEvent(self.partition, None, interaction, too_late, "too_late")]
-        if interaction.created_ms > self.newest_ms:
-            self.newest_ms = interaction.created_ms
         if interaction.session_id in self._session_wall:
             self._session_wall[interaction.session_id] = self.now_ms
         record = self.records.get(interaction.interaction_id)
@@ -388,8 +389,6 @@ class PartitionState:
         too_late = self._too_late(feedback.created_ms)
         if too_late is not None:
             return [LostEvent(self.partition, feedback, None, too_late, "too_late")]
-        if feedback.created_ms > self.newest_ms:
-            self.newest_ms = feedback.created_ms
         if feedback.session_id in self._session_wall:
             self._session_wall[feedback.session_id] = self.now_ms
         if record is not None and record.interaction is not None:

@@ -8,10 +8,12 @@ with every change and is the same for the same final membership.
 Windows are kept ``retention`` of event time behind the newest one. A contribution to a window
 further back that this partition never had (a late session's, e.g. a day old) opens it: it is then
 complete, as it would have been on time, and lingers for ``linger`` of wall-clock time after it was
-last touched. A window that was expired leaves a tombstone for the late horizon: a contribution to
-it cannot make it whole again (its other members are gone), so it is counted in ``late_dropped``
-instead of publishing a partial aggregate; the outcome itself is still amended in
-``interaction_outcomes``.
+last touched. Any other window behind the horizon still waits ``grace`` of wall-clock time after it
+was last touched before it goes: in a backfill, newer windows can carry the horizon past a window
+whose members are still settling. A window that was expired leaves a tombstone for the late
+horizon: a contribution to it cannot make it whole again (its other members are gone), so it is
+counted in ``late_dropped`` instead of publishing a partial aggregate; the outcome itself is still
+amended in ``interaction_outcomes``.
 """
 
 from __future__ import annotations
@@ -94,19 +96,23 @@ class WindowState:
         retention_ms: int,
         late_horizon_ms: int | None = None,
         linger_ms: int = 3_600_000,
+        grace_ms: int = 0,
     ) -> None:
         self.partition = partition
         self.window_ms = window_ms
         self.retention_ms = retention_ms
         self.late_horizon_ms = max(retention_ms, late_horizon_ms or retention_ms)
         self.linger_ms = linger_ms
+        self.grace_ms = grace_ms
         self.windows: dict[str, dict[str, dict[str, Any]]] = {}
         self.latest_start_ms = 0
         self.late_dropped = 0
         #: The latest wall-clock reading passed in (epoch ms).
         self.now_ms = 0
-        #: Windows opened behind the horizon -> wall-clock time they were last touched.
-        self._late: dict[str, int] = {}
+        #: Windows opened behind the horizon (they linger).
+        self._late: set[str] = set()
+        #: Every open window -> wall-clock time it was last touched.
+        self._touched: dict[str, int] = {}
         #: Expired windows -> their start, kept for the late horizon.
         self._tombstones: dict[str, int] = {}
         self._changed_windows: set[str] = set()
@@ -128,10 +134,11 @@ class WindowState:
         late_horizon_ms: int | None = None,
         linger_ms: int = 3_600_000,
         now_ms: int = 0,
+        grace_ms: int = 0,
     ) -> WindowState:
         """Rebuild from changelog entries (entries of other partitions are skipped); ``now_ms`` is the
         wall clock, from which restored windows behind the horizon linger again."""
-        state = cls(partition, window_ms, retention_ms, late_horizon_ms, linger_ms)
+        state = cls(partition, window_ms, retention_ms, late_horizon_ms, linger_ms, grace_ms)
         state.now_ms = now_ms
         for key, data in members:
             raw = orjson.loads(data)
@@ -145,8 +152,9 @@ class WindowState:
             state.latest_start_ms = max(state.latest_start_ms, raw["c"]["window_start_ms"])
         horizon = state.latest_start_ms - retention_ms
         for window, window_members in state.windows.items():
+            state._touched[window] = now_ms
             if next(iter(window_members.values()))["window_start_ms"] < horizon:
-                state._late[window] = now_ms
+                state._late.add(window)
         return state
 
     def apply(self, window: str, contribution: dict[str, Any], now_ms: int | None = None) -> None:
@@ -160,10 +168,9 @@ class WindowState:
             # an aggregate of the rest would be partial.
             self.late_dropped += 1
             return
-        if window in self._late or (
-            window not in self.windows and start + self.retention_ms < self.latest_start_ms
-        ):
-            self._late[window] = self.now_ms
+        if window not in self.windows and start + self.retention_ms < self.latest_start_ms:
+            self._late.add(window)
+        self._touched[window] = self.now_ms
         members = self.windows.setdefault(window, {})
         current = members.get(contribution["interaction_id"])
         if current is not None and current["version"] >= contribution["version"]:
@@ -196,10 +203,12 @@ class WindowState:
             start = next(iter(members.values()))["window_start_ms"]
             if start >= horizon:
                 continue
-            touched = self._late.get(window)
-            if touched is not None and self.now_ms - touched < self.linger_ms:
+            # With no wall clock (offline, now 0) event time alone decides, except for late windows.
+            wait = self.linger_ms if window in self._late else (self.grace_ms if self.now_ms > 0 else 0)
+            if self.now_ms - self._touched.get(window, 0) < wait:
                 continue
-            self._late.pop(window, None)
+            self._late.discard(window)
+            self._touched.pop(window, None)
             for interaction_id in self.windows.pop(window):
                 member = (window, interaction_id)
                 self._changed_members.discard(member)

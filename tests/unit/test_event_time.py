@@ -420,3 +420,40 @@ def test_a_late_session_split_by_newer_traffic_in_a_backlog_keeps_its_feedback()
     out += state.advance(end, end, inputs_read=True)
     assert _lost(out) == []
     assert _outcomes(out) == {**_on_time(old), **_on_time(live)}
+
+
+def test_a_feedback_topic_read_ahead_in_a_backlog_makes_no_session_late() -> None:
+    """A backlog where one partition's feedback is read before its interactions: the watermark is the
+    slowest input's, so nothing is behind it and every session settles in event time as usual."""
+    sessions = [_session(NOW_MS - HOUR_MS + n * 60_000, session=f"s{n}") for n in range(20)]
+    events = [e for s in sessions for e in s]
+    state = PartitionState(0, SETTINGS)
+    watermark = Watermark(5_000, 3_000, created_wall_ms=NOW_MS)
+    watermark.register("interactions", "feedback")
+    out: list[Emit | LostEvent] = []
+    for kind in (FeedbackEvent, InteractionEvent):  # the whole feedback backlog first
+        for event in (e for e in events if isinstance(e, kind)):
+            created = to_epoch_ms(event.created_at)
+            watermark.observe("feedback" if kind is FeedbackEvent else "interactions", created, NOW_MS)
+            out += apply_event(state, event, created, -1, NOW_MS)
+        out += state.advance(watermark.advance(NOW_MS), NOW_MS, inputs_read=False)
+    assert state.counters.late == 0
+    end = NOW_MS + 2 * HOUR_MS
+    out += state.advance(end, end, inputs_read=True)
+    assert _lost(out) == []
+    assert _outcomes(out) == {k: v for s in sessions for k, v in _on_time(s).items()}
+
+
+def test_a_window_overtaken_by_newer_ones_in_a_backfill_keeps_taking_members_for_the_grace() -> None:
+    retention_ms = int(SETTINGS.metrics_retention_s * 1000)
+    grace_ms = 330_000
+    state = WindowState(0, 60_000, retention_ms, int(SETTINGS.late_horizon_s * 1000), HOUR_MS, grace_ms)
+    old = NOW_MS - 20 * HOUR_MS - NOW_MS % 60_000
+    state.apply("old", _contribution(old, "a"), NOW_MS)
+    state.apply("newer", _contribution(old + 15 * HOUR_MS, "b"), NOW_MS)  # the horizon passes "old"
+    state.expire(NOW_MS)
+    state.apply("old", _contribution(old, "c"), NOW_MS + 10_000)  # its last member settles
+    assert state.late_dropped == 0
+    assert dict(state.emissions())["old"]["interactions"] == 2
+    state.expire(NOW_MS + 10_000 + grace_ms)
+    assert "old" not in state.windows
