@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from infra.kafka import call_with_retries, client_config, ensure_compacted, ensure_topics
+from infra.kafka import call_with_retries, client_config, ensure_compacted, ensure_topics, watermark_offsets
 from infra.output_producer import OutputProducer
 from infra.settings import KafkaSettings
 from schemas import ErasureRequest, topics
@@ -90,7 +90,7 @@ class ErasureLog:
             partitions = sorted(meta.topics[self.topic].partitions)
             remaining: dict[int, int] = {}
             for partition in partitions:
-                low, high = _offsets(consumer, TopicPartition(self.topic, partition))
+                low, high = watermark_offsets(consumer, TopicPartition(self.topic, partition))
                 if high > low:
                     remaining[partition] = high
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -146,14 +146,6 @@ class ErasureLog:
             )
             return
         self.users.add(request.user_id)
-
-
-def _offsets(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-    def offsets() -> tuple[int, int]:
-        low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        return int(low), int(high)
-
-    return call_with_retries(offsets, f"offsets of {tp.topic} [{tp.partition}]")
 
 
 __all__ = ["ErasureLog", "ensure_erasure_topic", "erasure_topic", "request_erasure"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import SCHEMA_VERSION, Identifier, Timestamp
@@ -33,3 +34,18 @@ class ErasureRequest(BaseModel):
     def now(cls, user_id: str, requested_by: str = "") -> ErasureRequest:
         """A request to forget ``user_id``, made now."""
         return cls(user_id=user_id, requested_at=datetime.now(UTC), requested_by=requested_by)
+
+
+def named_user(value: bytes | str | None) -> str | None:
+    """The ``user_id`` a raw message names, when it is a JSON object with a string one (else None).
+
+    For what is kept of a message that failed validation (a dead letter): it still names its user,
+    and an erased user's copy must not be kept either."""
+    if not value:
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    user = parsed.get("user_id") if isinstance(parsed, dict) else None
+    return user if isinstance(user, str) else None

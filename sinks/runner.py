@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
@@ -48,6 +47,7 @@ from infra.kafka import client_config
 from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, to_epoch_ms, topics
+from schemas.erasure import named_user
 from sinks.batch import Pending, TableBuffer
 from sinks.offsets import OffsetLedger, Partition
 from sinks.protocol import Fault, SinkBackend
@@ -74,24 +74,13 @@ def _user_reader(spec: TableSpec) -> Callable[[list[Any]], str | None]:
         return lambda row: row[index]
     if "value_text" in spec.columns:
         index = spec.columns.index("value_text")
-        return lambda row: _json_user(row[index])
+        return lambda row: named_user(row[index])
     return lambda _row: None
 
 
 def _of(user_of: Callable[[list[Any]], str | None], users: set[str]) -> Callable[[list[Any]], bool]:
     """Whether a row is of one of ``users``."""
     return lambda row: user_of(row) in users
-
-
-def _json_user(text: str | None) -> str | None:
-    if not text:
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    user = value.get("user_id") if isinstance(value, dict) else None
-    return user if isinstance(user, str) else None
 
 
 def _partition(message: Message) -> Partition:
@@ -231,12 +220,13 @@ class Sink:
                 self._log_still_paused(now)
             else:
                 buffered = self._buffered()
-                if self._to_erase or (
-                    buffered
-                    and (
-                        buffered >= self.backend.batch_rows
-                        or now - last_flush >= self.backend.flush_interval_s
-                    )
+                due = now - last_flush >= self.backend.flush_interval_s
+                if (
+                    self._to_erase
+                    or (buffered and (buffered >= self.backend.batch_rows or due))
+                    # Messages that became no row (an erased user's, invalid input) still move the
+                    # committed offset, or the lag would stay until some row comes to that partition.
+                    or (due and not buffered and self._ledger.committable(()))
                 ):
                     self._write_and_commit()
                     last_flush = now

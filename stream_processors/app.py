@@ -106,8 +106,7 @@ class Pipeline:
     async def process_events(self, messages: Sequence[Any]) -> None:
         """One batch of input messages (Faust messages): through the core, then delivered."""
         async with self.lock:
-            if not self.erasures.loaded:
-                await self._load_erasures()
+            await self._follow_erasures()
             await self._deliver(self.core.process_events(messages, _now_ms(), self._read_to_end))
 
     async def process_contributions(self, messages: Sequence[Any]) -> None:
@@ -121,11 +120,7 @@ class Pipeline:
         if consumer is None:
             return
         async with self.lock:
-            if not self.erasures.loaded:
-                await self._load_erasures()
-            if erased := self.erasures.poll():  # a new request: forget their state now
-                log.info("forgetting %d erased users' state", len(erased))
-                await self._deliver(self.core.erase(erased))
+            await self._follow_erasures()
             if self.recovered():
                 self.core.open_partitions(
                     (tp.partition for tp in consumer.assignment() if tp.topic == self.names.interactions),
@@ -153,10 +148,15 @@ class Pipeline:
                 self._last_status_ms = now_ms
                 log.info("partitions: %s", self.core.describe(now_ms))
 
-    async def _load_erasures(self) -> None:
-        """Read every erasure so far (off the event loop) before any state is opened or event applied:
-        a replay must find the users erased."""
-        await asyncio.get_running_loop().run_in_executor(None, self.erasures.load)
+    async def _follow_erasures(self) -> None:
+        """Before any state is opened or event applied, every erasure so far (read off the event loop):
+        a replay must find the users erased. Then, before each batch and tick, the new requests: their
+        users' state is forgotten at once (what they sent later is dropped by the core)."""
+        if not self.erasures.loaded:
+            await asyncio.get_running_loop().run_in_executor(None, self.erasures.load)
+        if erased := self.erasures.poll():
+            log.info("forgetting %d erased users' state", len(erased))
+            await self._deliver(self.core.erase(erased))
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""

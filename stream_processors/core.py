@@ -36,6 +36,7 @@ import orjson
 from infra.groups import contributions_topic
 from infra.settings import PipelineSettings, Settings
 from schemas import DeadLetter, to_epoch_ms, topics
+from schemas.erasure import named_user
 from schemas.events import event_time_error
 from stream_processors.decode import InvalidInputError, apply_event, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState
@@ -392,6 +393,9 @@ class ProcessingCore:
         try:
             event = decode_input(topic == self.names.interactions, message.key, message.value)
         except InvalidInputError as exc:
+            if self.erased and named_user(message.value) in self.erased:
+                self.erased_events += 1  # a dead letter would keep a copy of an erased user's message
+                return
             self.invalid += 1
             publish.append(self._dead_letter(message, exc.reason, exc.error_type))
             return

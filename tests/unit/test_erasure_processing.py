@@ -4,12 +4,16 @@ restore from a changelog that never saw the erasure forgets them again. Other us
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from schemas import FeedbackType, InteractionEvent
-from stream_processors.core import RECORDS, ChangelogWrite, ProcessingCore
+from schemas.erasure import named_user
+from stream_processors.core import RECORDS, ChangelogWrite, InputRecord, ProcessingCore
 from stream_processors.signals.outcome import Interaction
 from stream_processors.state import PartitionState, Record
 from tests.unit.test_core import (
@@ -135,3 +139,17 @@ def test_a_held_late_session_of_an_erased_user_is_forgotten() -> None:
     assert state.records == {}
     upserts, deleted = state.take_changes()
     assert (upserts, deleted) == ({}, {late.interaction_id})
+
+
+def test_an_invalid_message_of_an_erased_user_is_not_kept_as_a_dead_letter() -> None:
+    core = ProcessingCore(PIPELINE, NAMES, erased={"gone"})
+    broken = [
+        orjson.dumps({**orjson.loads(_of(user, "s").model_dump_json()), "response_time_ms": "fast"})
+        for user in ("gone", "kept")
+    ]
+    step = core.process_events(
+        [InputRecord(NAMES.interactions, 0, n, b"s", value, 0.0) for n, value in enumerate(broken)], 0, never
+    )
+    letters = published(step, NAMES.deadletter)
+    assert [named_user(base64.b64decode(letter["value_b64"])) for letter in letters] == ["kept"]
+    assert (core.invalid, core.erased_events) == (1, 1)
