@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from confluent_kafka import KafkaException
+from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
@@ -41,6 +42,8 @@ def register(app: typer.Typer) -> None:
             fail("a user id cannot be empty", 2)
         try:
             requests = request_erasure(settings.kafka, user_ids, by or f"cli:{getpass.getuser()}")
+        except ValidationError as exc:  # not a user id the events could carry (e.g. too long)
+            fail(f"not a user id: {exc.errors()[0]['msg']}", 2)
         except (KafkaUnavailableError, KafkaException, OutputDeliveryError) as exc:
             fail(f"the erasure could not be recorded, nothing was deleted: {exc}", 2)
         users = [r.user_id for r in requests]
