@@ -1,7 +1,8 @@
 """Secrets are never printed: not in a repr of the settings, not in a refused setting's error, not
 in any command's output or log, whatever the command says about where it connects.
 
-(Every command run against the real broker with secrets set: tests/integration/test_secrets.py.)
+(The url never holds the password once the settings are read, so no command can print it with the
+url; the commands' output is checked here anyway.)
 """
 
 from __future__ import annotations
