@@ -179,7 +179,7 @@ def demo_cmd(
 def _print_demo_results(settings: Settings, out: Console) -> None:
     from reporting.html import write_html
     from reporting.model import build_report
-    from reporting.terminal import print_report
+    from reporting.terminal import print_loop, print_report
 
     client = connect_or_exit(settings)
     client.command(f"USE {settings.clickhouse.database}")
@@ -191,6 +191,7 @@ def _print_demo_results(settings: Settings, out: Console) -> None:
     path = write_html(report, settings.stack.home.resolve() / "report.html")
     out.rule("top issues this week")
     print_report(report, out, issues_only=True)
+    print_loop(report.loop, out)
     out.print(f"weekly report with plots: [bold]{path}[/bold]")
     client.close()
     out.rule("experiment decisions")

@@ -43,13 +43,15 @@ def _registry(settings: Settings) -> PromptRegistry:
 
 
 def _connect(settings: Settings, database: str | None = None) -> tuple[Client, str]:
-    """A client with the registry and thresholds mirrored (exit 2 when chdb is busy)."""
+    """A client with the registry and thresholds mirrored (exit 2 when chdb is busy). Without a registry
+    file (another folder, the demo's database) the mirror is left as it is, not emptied."""
     if database:
         settings = load_settings(database)
     db = settings.clickhouse.database
     client = connect_or_exit(settings)
     migrate(client, db)
-    mirror(_registry(settings), client, db)
+    if settings.insights.prompt_registry.exists():
+        mirror(_registry(settings), client, db)
     sync_insight_settings(client, db, settings.insights)
     return client, db
 
@@ -102,7 +104,13 @@ def prompts_add(
     text_file: Annotated[Path | None, typer.Option(help="Read the prompt's text from this file.")] = None,
     parent: Annotated[str | None, typer.Option(help="The version this one changes.")] = None,
     reasoning: Annotated[str, typer.Option(help="Why it should help: the evidence.")] = "",
-    addresses: Annotated[str, typer.Option(help="The issue it addresses.")] = "",
+    addresses: Annotated[
+        str,
+        typer.Option(
+            help="What it fixes, ';'-separated: 'edit: A -> B', 'insert: X', 'delete: closing paragraph', "
+            "'ticket: CATEGORY' (timed from their first appearance), or prose such as 'report 2026-W48 #2'."
+        ),
+    ] = "",
     author: Annotated[str | None, typer.Option(help="Who made it (default: the login name).")] = None,
     created_at: Annotated[
         datetime | None, typer.Option(help="When it started serving (default: now, UTC).")
@@ -211,8 +219,12 @@ def prompts_show(
 @insights_app.command("sync")
 def insights_sync(database: DatabaseOption = None) -> None:
     """Mirror the prompt registry and the insight thresholds into ClickHouse."""
-    client, db = _connect(load_settings(), database)
+    settings = load_settings()
+    client, db = _connect(settings, database)
     client.close()
+    registry = settings.insights.prompt_registry
+    if not registry.exists():
+        console.print(f"[yellow]no prompt registry at {registry}: the mirror in {db} stays as it is[/yellow]")
     console.print(f"prompt registry and thresholds mirrored into [bold]{db}[/bold]")
 
 

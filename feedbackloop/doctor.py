@@ -257,8 +257,6 @@ FEATURES: tuple[Feature, ...] = (
     _fn("toDateTime", "SELECT toString(toDateTime(0, 'UTC'))", "1970-01-01 00:00:00"),
     _fn("now64", "SELECT toTypeName(now64(3))", "DateTime64(3)"),
     _fn("arrayResize", "SELECT toString(arrayResize(CAST([], 'Array(String)'), 2))", "['','']"),
-    _fn("CAST", "SELECT toTypeName(CAST([], 'Array(String)'))", "Array(String)"),
-    _fn("length", "SELECT length(['a', 'b'])", "2"),
     # Retention and erasure (sinks/clickhouse/retention.py, erasure.py): a column TTL replaces expired
     # values by the column's DEFAULT expression; a lightweight DELETE hides rows at once.
     Feature(
@@ -287,6 +285,91 @@ FEATURES: tuple[Feature, ...] = (
         ),
         "[2]",
     ),
+    # Issue 17: the loop-health views (0014_loop_health.sql) and their dashboard.
+    Feature(
+        "WITH (<scalar subquery>) AS name",
+        (r"WITH\s+\(SELECT",),
+        ("WITH (SELECT max(number) FROM numbers(5)) AS newest SELECT newest",),
+        "4",
+        ("WITH",),
+    ),
+    Feature(
+        "UNION ALL of aggregates, regrouped",
+        (r"\bUNION ALL\b",),
+        (
+            "SELECT sum(n) FROM (SELECT count() AS n FROM numbers(2) UNION ALL "
+            "SELECT count() AS n FROM numbers(3))",
+        ),
+        "5",
+    ),
+    Feature(
+        "LEFT JOIN on a constant condition (every row against every row, unmatched kept)",
+        (r"LEFT JOIN \{db\}\.experiment_runs AS r ON 1 = 1",),
+        (
+            "SELECT toString(groupArray((a.k, b.v))) FROM (SELECT 1 AS k) AS a "
+            "LEFT JOIN (SELECT 7 AS v WHERE 0) AS b ON 1 = 1",
+        ),
+        "[(1,0)]",
+    ),
+    Feature(
+        "ARRAY JOIN of an array literal (a row per element)",
+        (r"ARRAY JOIN \[prompt_version, '\(all\)'\]",),
+        ("SELECT toString(groupArray(x)) FROM (SELECT 'v1' AS v) ARRAY JOIN [v, '(all)'] AS x",),
+        "['v1','(all)']",
+    ),
+    _fn("CAST", "SELECT toTypeName(CAST([], 'Array(String)'))", "Array(String)"),
+    _fn(
+        "argMax",
+        "SELECT argMax(x, y) FROM (SELECT arrayJoin([(1, 'a'), (3, 'b')]) AS t, t.2 AS x, t.1 AS y)",
+        "b",
+    ),
+    _fn(
+        "argMin",
+        "SELECT argMin(x, y) FROM (SELECT arrayJoin([(1, 'a'), (3, 'b')]) AS t, t.2 AS x, t.1 AS y)",
+        "a",
+    ),
+    _fn("arrayFilter", "SELECT toString(arrayFilter(x -> x != '', ['a', '', 'b']))", "['a','b']"),
+    _fn("arrayFlatten", "SELECT toString(arrayFlatten([['a'], [], ['b']]))", "['a','b']"),
+    _fn("arrayJoin", "SELECT count() FROM (SELECT arrayJoin([1, 2, 3]))", "3"),
+    _fn("assumeNotNull", "SELECT toTypeName(assumeNotNull(toNullable(1)))", "UInt8"),
+    _fn(
+        "dateDiff",
+        "SELECT dateDiff('millisecond', toDateTime64('2026-11-01 00:00:00', 3, 'UTC'), "
+        "toDateTime64('2026-11-15 00:00:00.5', 3, 'UTC'))",
+        "1209600500",
+    ),
+    _fn("groupArrayIf", "SELECT toString(groupArrayIf(number, number > 1)) FROM numbers(4)", "[2,3]"),
+    _fn("has", "SELECT has([toDate('2026-11-23')], toDate('2026-11-23'))", "1"),
+    _fn("intDiv", "SELECT intDiv(15, 7)", "2"),
+    _fn("length", "SELECT length(['a', 'b'])", "2"),
+    _fn("lower", "SELECT lower('Wrong Answer')", "wrong answer"),
+    _fn("minIf", "SELECT minIf(number, number > 1) FROM numbers(4)", "2"),
+    _fn("minOrNull", "SELECT isNull(minOrNull(number)) FROM numbers(0)", "1"),
+    _fn("position", "SELECT position('edit: a -> b', ':')", "5"),
+    _fn(
+        "quantileExactInclusiveIf",
+        "SELECT toString(quantileExactInclusiveIf(0.5)(number, number > 0)) FROM numbers(5)",
+        "2.5",
+    ),
+    _fn("range", "SELECT toString(range(3))", "[0,1,2]"),
+    _fn("splitByChar", "SELECT toString(splitByChar(';', 'a;b'))", "['a','b']"),
+    _fn("splitByString", "SELECT toString(splitByString('->', 'a -> b'))", "['a ',' b']"),
+    _fn("substring", "SELECT substring('edit: a', 1, 4)", "edit"),
+    _fn(
+        "toDateTime64",
+        "SELECT toString(toDateTime64('2026-11-26 10:42:00.123', 3, 'UTC'))",
+        "2026-11-26 10:42:00.123",
+    ),
+    _fn("toIntervalDay", "SELECT toString(toDate('2026-11-23') + toIntervalDay(7))", "2026-11-30"),
+    _fn(
+        "toIntervalMillisecond",
+        "SELECT toString(toDateTime64('2026-11-30 00:00:00', 3, 'UTC') - toIntervalMillisecond(1))",
+        "2026-11-29 23:59:59.999",
+    ),
+    _fn("toIntervalWeek", "SELECT toString(toDate('2026-11-23') + toIntervalWeek(2))", "2026-12-07"),
+    _fn("toStartOfMonth", "SELECT toString(toStartOfMonth(toDate('2026-11-26')))", "2026-11-01"),
+    _fn("toUInt32", "SELECT toUInt32('7')", "7"),
+    _fn("trimBoth", "SELECT concat('[', trimBoth('  a b  '), ']')", "[a b]"),
     # What the Grafana datasource's $__timeInterval macro expands to.
     _fn(
         "toStartOfInterval",

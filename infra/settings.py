@@ -638,6 +638,19 @@ class InsightSettings(BaseModel):
     severity_medium_edit: float = Field(1.5, ge=0, description="Issue weight of a medium edit.")
     severity_small_edit: float = Field(1.0, ge=0, description="Issue weight of a small edit.")
     top_issues: int = Field(5, ge=1, le=20, description="How many issues the weekly report ranks.")
+    loop_weeks: int = Field(
+        12, ge=4, le=52, description="Weeks of trend in the report's 'Is the loop working?' section."
+    )
+    trend_tolerance: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="An indicator moves when its last complete week differs from the mean of the weeks "
+        "before it by more than this share; moving the wrong way flags it.",
+    )
+    time_to_fix_target_days: float = Field(
+        14.0, gt=0, description="Target time from a pattern's first appearance to its fix (days)."
+    )
 
 
 class ExperimentSettings(BaseModel):

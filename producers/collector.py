@@ -1,8 +1,8 @@
 """The HTTP collector: browsers and mobile apps POST events; we validate and publish them via the SDK.
 
 ``POST /v1/events`` takes one event object or an array of them, each with ``"type"`` set to
-``"interaction"`` or ``"feedback"`` next to the contract's fields (and, with signed references,
-``"interaction_token"``). Answers: 202 when every event was accepted (buffered or spooled), 400
+``"interaction"``, ``"feedback"`` or ``"support_ticket"`` next to the contract's fields (and, with signed
+references, ``"interaction_token"``). Answers: 202 when every event was accepted (buffered or spooled), 400
 with a reason per invalid event (the valid ones in the same request are accepted all the same),
 403 with a reason per event without a valid interaction token (likewise), 413 for a body or batch
 over the limits or an event over a field cap or the Kafka message limit (named, per event; the
@@ -51,7 +51,7 @@ from producers.redaction import Redactor
 from producers.sdk import BufferFullError, ClientClosedError, Event, FeedbackClient, interaction_signer
 from producers.sender.spool import SpoolError, check_spool_root
 from producers.signing import InteractionSigner
-from schemas import FeedbackEvent, InteractionEvent, to_epoch_ms
+from schemas import FeedbackEvent, InteractionEvent, SupportTicket, to_epoch_ms
 from schemas.events import event_time_error
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,18 @@ log = logging.getLogger(__name__)
 #: Seconds a client is told to wait after a 503 (the spool drains or its disk is fixed meanwhile).
 RETRY_AFTER_S: Final = 5
 
-EVENT_TYPES: Final[dict[str, type[InteractionEvent] | type[FeedbackEvent]]] = {
+EVENT_TYPES: Final[dict[str, type[InteractionEvent] | type[FeedbackEvent] | type[SupportTicket]]] = {
     "interaction": InteractionEvent,
     "feedback": FeedbackEvent,
+    "support_ticket": SupportTicket,
 }
 #: The collector's own fields of a posted event, taken off before the contract validates the rest.
 TOKEN_FIELD: Final = "interaction_token"  # noqa: S105 - a field name, not a secret
 ENVELOPE_FIELDS: Final = frozenset({"type", TOKEN_FIELD})
+SIGNED_TICKETS: Final = (
+    "support tickets are refused where interaction references must be signed (a ticket has no session to "
+    "sign): record them from a server with the SDK's record_support_ticket"
+)
 
 
 class BatchTooLargeError(ValueError):
@@ -114,6 +119,8 @@ def parse_event(obj: Any, max_future_skew_ms: int | None = None) -> Event:
     fields = {k: v for k, v in obj.items() if k not in ENVELOPE_FIELDS}
     fields.setdefault("event_id", str(uuid.uuid4()))
     fields.setdefault("created_at", datetime.now(UTC))
+    if model is SupportTicket:
+        fields.setdefault("ticket_id", fields["event_id"])  # as the SDK: a ticket without its help desk's id
     event = model.model_validate(fields)
     if max_future_skew_ms is not None:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -157,6 +164,12 @@ def parse_batch(
             batch.errors.append({"index": index, "errors": [{"field": "(event)", "message": str(exc)}]})
             continue
         if signer is not None:
+            if isinstance(event, SupportTicket):  # no session to sign: where references are signed,
+                batch.forbidden += 1  # tickets come from servers
+                batch.errors.append(
+                    {"index": index, "errors": [{"field": "type", "message": SIGNED_TICKETS}]}
+                )
+                continue
             reason = signer.check(
                 item.get(TOKEN_FIELD), event.interaction_id, event.user_id, event.session_id
             )
@@ -170,7 +183,7 @@ def parse_batch(
                     }
                 )
                 continue
-        if redactor is not None:
+        if redactor is not None and not isinstance(event, SupportTicket):  # a ticket has no free text
             try:
                 event = redactor.redact_event(event)
             except ValidationError as exc:  # a placeholder longer than a value pushed a field over

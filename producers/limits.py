@@ -15,18 +15,23 @@ from typing import Final
 from infra.settings import FieldCaps
 from producers.errors import EventTooLargeError
 from producers.wire import event_json
-from schemas import FeedbackEvent, InteractionEvent
+from schemas import FeedbackEvent, InteractionEvent, SupportTicket
 
 #: Bytes librdkafka counts on a message besides its key and value (it counts 36; headroom kept).
 KAFKA_OVERHEAD_BYTES: Final = 100
 
-Event = InteractionEvent | FeedbackEvent
+Event = InteractionEvent | FeedbackEvent | SupportTicket
 
 #: The capped fields each event type has, in FieldCaps order (declared once, in FieldCaps).
 CAPPED_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
     model: tuple(name for name in FieldCaps.model_fields if name in model.model_fields)
-    for model in (InteractionEvent, FeedbackEvent)
+    for model in (InteractionEvent, FeedbackEvent, SupportTicket)
 }
+
+
+def event_key(event: Event) -> bytes:
+    """The Kafka message key of an event: its ``session_id``; a support ticket's ``user_id``."""
+    return (event.user_id if isinstance(event, SupportTicket) else event.session_id).encode()
 
 
 def field_size(value: str | Mapping[str, str] | None) -> int:
@@ -84,7 +89,7 @@ class EventLimits:
         for caps, setting in self.caps:
             if (error := oversized_field(event, caps, setting)) is not None:
                 raise error
-        size = message_bytes(event.session_id.encode(), event_json(event))
+        size = message_bytes(event_key(event), event_json(event))
         if size > self.max_message_bytes:
             raise message_too_large(event.event_id, size, self.max_message_bytes)
 
@@ -93,6 +98,7 @@ __all__ = [
     "CAPPED_FIELDS",
     "KAFKA_OVERHEAD_BYTES",
     "EventLimits",
+    "event_key",
     "field_size",
     "message_bytes",
     "message_too_large",

@@ -39,7 +39,13 @@ from producers.errors import (
     EventTooLargeError,
     NotAcceptingError,
 )
-from producers.limits import KAFKA_OVERHEAD_BYTES, message_bytes, message_too_large, oversized_field
+from producers.limits import (
+    KAFKA_OVERHEAD_BYTES,
+    event_key,
+    message_bytes,
+    message_too_large,
+    oversized_field,
+)
 from producers.redaction import Redactor
 from producers.sender.ipc import record_frame, topic_prefix
 from producers.sender.loop import Mode
@@ -47,10 +53,10 @@ from producers.sender.process import SenderProcess, sender_config
 from producers.sender.spool import SpoolError, check_spool_root
 from producers.signing import InteractionSigner
 from producers.wire import event_json, new_id, now_ms
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent, to_epoch_ms, topics
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent, SupportTicket, to_epoch_ms, topics
 from schemas.events import event_time_error
 
-Event = InteractionEvent | FeedbackEvent
+Event = InteractionEvent | FeedbackEvent | SupportTicket
 
 _validate_interaction = InteractionEvent.model_validate
 _validate_feedback = FeedbackEvent.model_validate
@@ -142,6 +148,7 @@ class FeedbackClient:
         self._interactions = topic_prefix(topics.topic_name(topics.INTERACTIONS, kafka.topic_namespace))
         self._kafka = kafka  # for experiment(): the record the split is read from
         self._feedback = topic_prefix(topics.topic_name(topics.FEEDBACK, kafka.topic_namespace))
+        self._tickets = topic_prefix(topics.topic_name(topics.SUPPORT_TICKETS, kafka.topic_namespace))
         self._link = SenderProcess(sender_config(kafka, self.settings), self.settings.buffer_max_events)
         self._closed = False
 
@@ -427,6 +434,39 @@ class FeedbackClient:
             created_at=created_at,
         )
 
+    def record_support_ticket(
+        self,
+        *,
+        user_id: str,
+        category: str,
+        ai_quality: bool,
+        ticket_id: str | None = None,
+        interaction_id: UUID | None = None,
+        event_id: UUID | None = None,
+        created_at: datetime | None = None,
+    ) -> SupportTicket:
+        """Record a support ticket the user opened (from the app, or a help-desk integration).
+
+        ``ai_quality``: whether it is about the quality of AI output; ``interaction_id``: the AI call it
+        is about, when known (it then counts for that interaction's prompt version, if the interaction
+        is this user's). ``ticket_id`` is the help desk's id (default: the event id); publishing a ticket
+        again with the same id replaces it. ``created_at`` defaults to now; one further ahead of the
+        wall clock than the pipeline accepts raises :class:`EventTimeError`. Otherwise raises as
+        :meth:`record_interaction` does; in every case the ticket was not taken.
+        """
+        event_id = event_id or new_id()
+        ticket = SupportTicket(
+            event_id=event_id,
+            ticket_id=ticket_id if ticket_id is not None else str(event_id),
+            user_id=user_id,
+            created_at=created_at if created_at is not None else now_ms()[0],
+            category=category,
+            ai_quality=ai_quality,
+            interaction_id=interaction_id,
+        )
+        self._enqueue(ticket)
+        return ticket
+
     # -- signed interaction references ---------------------------------------------------------------
 
     def interaction_token(self, interaction: InteractionLike) -> str:
@@ -476,6 +516,8 @@ class FeedbackClient:
         # Serialized here, on the caller's thread (the record_* calls inline this): bytes cost
         # the app's process nothing more (no GC tracking, one system call for many), and the
         # sender process spools them as they are.
+        if isinstance(event, SupportTicket):
+            return self._ticket_frame(event)
         self._check_time(event)
         if redact and self._redactor is not None:
             event = self._redactor.redact_event(event)
@@ -486,6 +528,15 @@ class FeedbackClient:
             raise message_too_large(event.event_id, message_bytes(key, value), self._max_message)
         prefix = self._interactions if isinstance(event, InteractionEvent) else self._feedback
         return record_frame(prefix, key, value)
+
+    def _ticket_frame(self, ticket: SupportTicket) -> bytes:
+        """A ticket's frame: on its own topic, keyed by ``user_id`` (a ticket has no session)."""
+        self._check_time(ticket)
+        key = event_key(ticket)
+        value = event_json(ticket)
+        if len(key) + len(value) > self._max_payload:
+            raise message_too_large(ticket.event_id, message_bytes(key, value), self._max_message)
+        return record_frame(self._tickets, key, value)
 
     def _check_time(self, event: Event) -> None:
         """Refuse an event dated further ahead of the wall clock than the pipeline accepts."""

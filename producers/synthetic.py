@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from producers.assignment import Experiment
-from schemas import FeedbackEvent, FeedbackType, InteractionEvent
+from schemas import FeedbackEvent, FeedbackType, InteractionEvent, SupportTicket
 
 NextKind = Literal["regeneration", "rephrase", "followup", "new", "none"]
 
@@ -40,6 +40,9 @@ class VersionProfile:
     thumbs_up: float = 0.25
     copy: float = 0.45
     accept: float = 0.2
+    #: An edit is small below this draw, medium below ``medium_below``, else large (a rewrite).
+    small_below: float = 0.5
+    medium_below: float = 0.8
 
 
 DEFAULT_PROFILES = {
@@ -71,6 +74,8 @@ class WorkloadSpec:
     split: dict[str, int] | None = None
     #: Users are ``{user_prefix}-00000`` ...: workloads with other prefixes share no user or session.
     user_prefix: str = "user"
+    #: Sessions are ``{user}-{session_tag}s{n}``: workloads with other tags share users but no session.
+    session_tag: str = ""
 
 
 @dataclass
@@ -191,11 +196,11 @@ def _response(rng: random.Random, prompt: str, term: str) -> str:
     return body
 
 
-def _edit(rng: random.Random, response: str) -> str:
+def _edit(rng: random.Random, response: str, profile: VersionProfile) -> str:
     kind = rng.random()
-    if kind < 0.5:  # a small refinement
+    if kind < profile.small_below:  # a small refinement
         return response.replace("readable", "clear", 1) if "readable" in response else response + " Thanks."
-    if kind < 0.8:  # a medium rewrite: drop the closing paragraph or a sentence
+    if kind < profile.medium_below:  # a medium rewrite: drop the closing paragraph or a sentence
         cut = response.rfind("In summary")
         return response[:cut].rstrip() if cut > 0 else response[: len(response) * 2 // 3]
     return "Actually, the right answer is different: " + response[: len(response) // 4][::-1]  # large
@@ -205,7 +210,7 @@ def _edit(rng: random.Random, response: str) -> str:
 
 
 class _Builder:
-    def __init__(self, spec: WorkloadSpec) -> None:
+    def __init__(self, spec: WorkloadSpec, user_version: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.rng = random.Random(spec.seed)
         self.planned: dict[uuid.UUID, PlannedInteraction] = {}
@@ -215,7 +220,9 @@ class _Builder:
         self.start = self.end - spec.span
         versions = sorted(spec.profiles)
         users = [f"{spec.user_prefix}-{u:05d}" for u in range(spec.users)]
-        if spec.experiment_id is not None:
+        if user_version is not None:
+            self.user_version = dict(user_version)
+        elif spec.experiment_id is not None:
             experiment = Experiment(spec.experiment_id, spec.split or dict.fromkeys(versions, 1))
             self.user_version = {user: experiment.assign(user).variant for user in users}
         else:
@@ -279,7 +286,7 @@ class _Builder:
 
     def session(self, user: str, number: int, budget: int) -> int:
         rng = self.rng
-        session = f"{user}-s{number}"
+        session = f"{user}-{self.spec.session_tag}s{number}"
         at = self.start + timedelta(seconds=rng.uniform(0, self.spec.span.total_seconds() * 0.9))
         category = rng.choice(["technical", "technical", "general", "writing"])
         original, reworded, term = _prompt(rng, category)
@@ -306,7 +313,7 @@ class _Builder:
                         x,
                         FeedbackType.EDIT,
                         at + timedelta(seconds=rng.uniform(10, 240)),
-                        corrected_output=_edit(rng, response),
+                        corrected_output=_edit(rng, response, profile),
                     )
                 if rng.random() < profile.thumbs_down:
                     self._act(x, FeedbackType.THUMBS_DOWN, at + timedelta(seconds=rng.uniform(2, 60)))
@@ -357,6 +364,12 @@ def generate(spec: WorkloadSpec) -> Workload:
         user = users[session_no % len(users)]
         made += builder.session(user, session_no, min(rng.randint(1, 8), spec.interactions - made))
         session_no += 1
+    return _deliver(builder, spec)
+
+
+def _deliver(builder: _Builder, spec: WorkloadSpec) -> Workload:
+    """The workload of what ``builder`` generated, in publishing order with the spec's disorder."""
+    rng = builder.rng
     # A session's last interaction has no next one in the generator's record.
     by_session: dict[str, list[PlannedInteraction]] = {}
     for planned in builder.planned.values():
@@ -416,3 +429,171 @@ def _redeliver(messages: list[Message], rate: float, rng: random.Random) -> int:
     for i in picks:
         messages.insert(min(len(messages), i + rng.randint(1, 50)), messages[i])
     return len(picks)
+
+
+# ------------------------------------------------------------------ weeks of history, and tickets
+
+
+@dataclass(frozen=True)
+class HistoryWeek:
+    """One week of history: which versions serve (weights of the users) and who comes.
+
+    The week's users are last week's users who return (each with probability ``returning``), users
+    seen before but not last week who come back (``reactivation``), and ``new_users`` first-timers.
+    """
+
+    versions: dict[str, int]
+    new_users: int
+    returning: float
+    reactivation: float = 0.05
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """Weeks of traffic ending at ``end`` (exclusive; a Monday 00:00 UTC keeps them ISO weeks), each
+    generated like a :class:`WorkloadSpec` of its own (sessions tagged ``w<n>``, no malformed message)."""
+
+    weeks: tuple[HistoryWeek, ...]
+    end: datetime
+    profiles: dict[str, VersionProfile]
+    seed: int = 11
+    user_prefix: str = "user"
+    #: Sessions per active user in a week, and interactions a session may hold (inclusive ranges).
+    sessions: tuple[int, int] = (1, 2)
+    budget: tuple[int, int] = (1, 5)
+
+
+@dataclass
+class History:
+    """The weeks' workloads, oldest first, and the Monday each starts."""
+
+    weeks: list[Workload]
+    week_starts: list[datetime]
+
+    @property
+    def messages(self) -> list[InteractionEvent | FeedbackEvent | bytes]:
+        """Every week's messages in publishing order, week after week."""
+        return [m for week in self.weeks for m in week.messages]
+
+    @property
+    def interactions(self) -> dict[uuid.UUID, PlannedInteraction]:
+        """Every planned interaction of every week."""
+        return {k: v for week in self.weeks for k, v in week.interactions.items()}
+
+
+def _weighted(name: str, weights: dict[str, int], user: str) -> str:
+    return Experiment(name, weights).assign(user).variant
+
+
+def generate_history(spec: HistorySpec) -> History:
+    """Generate weeks of traffic of returning and new users (see :class:`HistoryWeek`).
+
+    A user keeps one version per week, chosen by the consistent hash over the week's weights, so a
+    rollout moves users as an app would. Users are ``{user_prefix}-00000``, ``-00001``, ... in the order
+    they first come, so a workload generated with the same prefix shares its first users with this one.
+    """
+    rng = random.Random(spec.seed)
+    start = spec.end - timedelta(weeks=len(spec.weeks))
+    seen: list[str] = []
+    last: set[str] = set()
+    workloads: list[Workload] = []
+    starts: list[datetime] = []
+    for number, week in enumerate(spec.weeks):
+        week_start = start + timedelta(weeks=number)
+        dormant = [u for u in seen if u not in last]
+        active = {u for u in sorted(last) if rng.random() < week.returning}
+        active |= {u for u in dormant if rng.random() < week.reactivation}
+        fresh = [f"{spec.user_prefix}-{n:05d}" for n in range(len(seen), len(seen) + week.new_users)]
+        seen.extend(fresh)
+        active |= set(fresh)
+        users = sorted(active)
+        versions = {u: _weighted(f"history-w{number}", week.versions, u) for u in users}
+        profiles = {v: spec.profiles[v] for v in week.versions}
+        # The week is generated as a workload of its own ending at the week's end (sessions start in its
+        # first 90 % and stay inside it).
+        workload_spec = WorkloadSpec(
+            interactions=0,
+            users=0,
+            profiles=profiles,
+            seed=rng.getrandbits(32),
+            span=timedelta(weeks=1) - timedelta(minutes=1),
+            end_before=timedelta(0),
+            now=week_start + timedelta(weeks=1),
+            malformed=0,
+            user_prefix=spec.user_prefix,
+            session_tag=f"w{number}",
+        )
+        builder = _Builder(workload_spec, user_version=versions)
+        session_no = 0
+        for user in users:
+            for _ in range(rng.randint(*spec.sessions)):
+                builder.session(user, session_no, rng.randint(*spec.budget))
+                session_no += 1
+        workloads.append(_deliver(builder, workload_spec))
+        starts.append(week_start)
+        last = active
+    return History(workloads, starts)
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    """How often users open support tickets about the interactions of a workload.
+
+    An AI-quality ticket follows an interaction the user regenerated or gave a thumbs-down with
+    probability ``ai_rate`` (so better versions get fewer); ``other_rate`` per interaction opens a
+    ticket about something else (billing, login, ...). ``linked_share`` of the AI-quality tickets name
+    their interaction; ``mislinked_share`` of those are filed by another user (a ticket that must not
+    count for the version). Tickets are opened 5 minutes to 30 hours after the interaction, never after
+    ``now`` minus a minute.
+    """
+
+    ai_rate: float = 0.06
+    #: ``ai_rate`` of particular prompt versions (the others take ``ai_rate``).
+    ai_rates: dict[str, float] = field(default_factory=dict)
+    other_rate: float = 0.004
+    linked_share: float = 0.7
+    mislinked_share: float = 0.05
+    ai_categories: tuple[str, ...] = ("wrong answer", "too long", "tone")
+    other_categories: tuple[str, ...] = ("billing", "login", "feature request")
+    seed: int = 5
+    id_prefix: str = "T"
+
+
+def generate_tickets(
+    interactions: Iterator[PlannedInteraction] | list[PlannedInteraction],
+    spec: TicketSpec,
+    now: datetime,
+) -> list[SupportTicket]:
+    """Support tickets about ``interactions`` (in their order), opened as :class:`TicketSpec` says."""
+    rng = random.Random(spec.seed)
+    planned = sorted(interactions, key=lambda p: (p.event.created_at, str(p.event.interaction_id)))
+    users = sorted({p.event.user_id for p in planned})
+    latest = _ms(now - timedelta(minutes=1))
+    tickets: list[SupportTicket] = []
+    for p in planned:
+        x = p.event
+        kinds = {a.feedback_type for a in p.actions}
+        unhappy = FeedbackType.REGENERATE in kinds or FeedbackType.THUMBS_DOWN in kinds
+        ai_rate = spec.ai_rates.get(x.prompt_version, spec.ai_rate) if unhappy else 0.0
+        for ai_quality, rate in ((True, ai_rate), (False, spec.other_rate)):
+            if rng.random() >= rate:
+                continue
+            at = min(latest, _ms(x.created_at + timedelta(seconds=rng.uniform(300, 30 * 3600))))
+            user, link = x.user_id, None
+            if ai_quality and rng.random() < spec.linked_share:
+                link = x.interaction_id
+                if rng.random() < spec.mislinked_share and len(users) > 1:
+                    user = rng.choice([u for u in users if u != x.user_id])
+            categories = spec.ai_categories if ai_quality else spec.other_categories
+            tickets.append(
+                SupportTicket(
+                    event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                    ticket_id=f"{spec.id_prefix}-{len(tickets) + 1:06d}",
+                    user_id=user,
+                    created_at=at,
+                    category=rng.choice(categories),
+                    ai_quality=ai_quality,
+                    interaction_id=link,
+                )
+            )
+    return tickets

@@ -17,6 +17,7 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped]  # plotly ships no type hints
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 
+from reporting.loop import ALL, Indicator, LoopHealth, Unit
 from reporting.model import Issue, Report, describe_pattern
 
 Row = dict[str, Any]
@@ -502,6 +503,7 @@ def render_html(report: Report) -> str:
     """The whole page."""
     sections: list[tuple[str, str, Callable[[], str]]] = [
         ("issues", f"Top {len(report.issues)} issues", lambda: _issues_section(report)),
+        ("loop", "Is the loop working?", lambda: _loop_section(report.loop)),
         ("indicators", "Leading indicators", lambda: _indicators(report)),
         ("segments", "Segments and spikes", lambda: _segments_section(report)),
         ("edits", "Edit patterns", lambda: _edits_section(report)),
@@ -546,6 +548,260 @@ def _indicators(report: Report) -> str:
         _trend_plot(report, "completion_without_edit_rate", "Completion without edit", "plot-completion"),
     ]
     return f"<div class='grid'>{''.join(plots)}</div>" + _rates_table(report)
+
+
+# ----------------------------------------------------------------------------------- is the loop working?
+
+
+def _value(indicator: Indicator, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if indicator.unit is Unit.SHARE:
+        return f"{value:.1%}"
+    if indicator.unit is Unit.MILLISECONDS:
+        return f"{value / 1000:.1f} s"
+    if indicator.unit is Unit.DAYS:
+        return f"{value:.1f} days"
+    if indicator.unit is Unit.COUNT:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def _status(indicator: Indicator) -> str:
+    if indicator.flag:
+        return f"<td class='flag' title='{_e(indicator.flag)}'>⚠ {_e(indicator.verdict)}</td>"
+    if indicator.direction == "unknown" and indicator.on_target is None:
+        return f"<td class='muted'>{_e(indicator.verdict)}</td>"
+    return f"<td class='ok'>✓ {_e(indicator.verdict)}</td>"
+
+
+def _indicator_plot(indicator: Indicator, div_id: str) -> str:
+    scale = 1 / 1000 if indicator.unit is Unit.MILLISECONDS else 1.0
+    points = list(indicator.points)
+    fig = go.Figure()
+    if indicator.periods == "fixes":
+        fig.add_trace(
+            go.Scatter(
+                x=[p.start for p in points],
+                y=[p.value for p in points],
+                mode="markers",
+                text=[p.label for p in points],
+                marker={"color": _PALETTE[0], "size": 9},
+                name="addressed pattern",
+            )
+        )
+    else:
+        x = [p.start for p in points]
+        y = [None if p.value is None else p.value * scale for p in points]
+        colors = [_PALETTE[0] if p.complete else "#9ca3af" for p in points]
+        if indicator.periods == "months":
+            fig.add_trace(go.Bar(x=x, y=y, marker={"color": colors}, name=indicator.name))
+        else:
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines+markers",
+                    line={"color": _PALETTE[0]},
+                    marker={
+                        "color": colors,
+                        "symbol": ["circle" if p.complete else "circle-open" for p in points],
+                        "size": 8,
+                    },
+                    name=indicator.name,
+                )
+            )
+    if indicator.target_max is not None:
+        fig.add_hline(
+            y=indicator.target_max * scale,
+            line_dash="dash",
+            line_color="#dc2626",
+            annotation_text=f"target: {indicator.target}",
+        )
+    if indicator.unit is Unit.SHARE:
+        fig.update_yaxes(tickformat=".0%")
+    unit = {Unit.MILLISECONDS: " (s)", Unit.DAYS: " (days)"}.get(indicator.unit, "")
+    fig.update_layout(title=f"{indicator.name}{unit}", showlegend=False, height=300)
+    return _plot(fig, div_id)
+
+
+def _loop_section(loop: LoopHealth) -> str:
+    weeks = loop.weeks
+    span = f"{weeks[0]:%Y-%m-%d} to {loop.end:%Y-%m-%d}" if weeks else ""
+    intro = (
+        f"<p class='muted'>The last {len(weeks)} weeks ({span}, UTC). A week is judged once it is over; "
+        "the week in progress is drawn grey. An indicator is "
+        "flagged when its last complete week moves against its target direction, compared with the mean "
+        "of the four before it, or when it misses a level target.</p>"
+    )
+    rows = []
+    group = ""
+    for i in loop.indicators:
+        if i.group != group:
+            group = i.group
+            rows.append(f"<td colspan='6'><b>{_e(group)}</b></td>")
+        k = f"loop|{i.key}"
+        rows.append(
+            f"<td>{_e(i.name)}</td><td>{_e(i.target)}</td>"
+            + _cell(f"{k}|level", i.level, _value(i, i.level) + (" (median)" if i.by_median else ""))
+            + _cell(f"{k}|baseline", i.baseline, _value(i, i.baseline))
+            + _cell(f"{k}|change", i.change, "–" if i.change is None else f"{i.change:+.0%}")
+            + _status(i)
+        )
+    table = _table(["indicator", "target", "latest", "before (mean)", "change", "status"], rows, "loop")
+    if loop.flags:
+        flags = (
+            "<ul id='loop-flags'>" + "".join(f"<li class='flag'>⚠ {_e(f)}</li>" for f in loop.flags) + "</ul>"
+        )
+    else:
+        flags = "<p class='ok' id='loop-flags'>No indicator moves the wrong way.</p>"
+    plots = "".join(
+        _indicator_plot(i, f"plot-loop-{i.key}")
+        if any(p.value is not None for p in i.points)
+        else f"<div class='plot muted' id='no-plot-loop-{i.key}'><h3>{_e(i.name)}</h3>no data yet</div>"
+        for i in loop.indicators
+    )
+    return intro + flags + table + f"<div class='grid'>{plots}</div>" + _loop_tables(loop)
+
+
+def _loop_tables(loop: LoopHealth) -> str:
+    tickets = {r["prompt_version"]: r for r in loop.tickets}
+    per_version = _table(
+        [
+            "version",
+            "active users",
+            "interactions",
+            "interactions / user",
+            "back next week",
+            "AI-quality tickets",
+            "per 1,000 interactions",
+        ],
+        (
+            f"<td>{_e('all versions' if r['prompt_version'] == ALL else r['prompt_version'])}</td>"
+            + _cell(
+                f"loop-week|{r['prompt_version']}|active_users", r["active_users"], _int(r["active_users"])
+            )
+            + _cell(
+                f"loop-week|{r['prompt_version']}|interactions", r["interactions"], _int(r["interactions"])
+            )
+            + _cell("", r["interactions_per_active_user"], _num(r["interactions_per_active_user"]))
+            + _cell("", r["next_week_return_rate"], _pct(r["next_week_return_rate"]))
+            + _cell(
+                f"loop-week|{r['prompt_version']}|ai_quality_tickets",
+                tickets.get(r["prompt_version"], {}).get("ai_quality_tickets", 0),
+                _int(tickets.get(r["prompt_version"], {}).get("ai_quality_tickets", 0)),
+            )
+            + _cell(
+                "",
+                tickets.get(r["prompt_version"], {}).get("ai_quality_tickets_per_1000"),
+                _num(tickets.get(r["prompt_version"], {}).get("ai_quality_tickets_per_1000")),
+            )
+            for r in loop.engagement
+        ),
+        "loop-week",
+    )
+    cohorts = _table(
+        ["cohort (first seen)", "users", "week 1", "week 2", "week 4"],
+        (
+            f"<td>{_e(_day(r['cohort_week']))}</td>"
+            + _cell(f"cohort|{_day(r['cohort_week'])}|users", r["users"], _int(r["users"]))
+            + "".join(
+                _cell(
+                    f"cohort|{_day(r['cohort_week'])}|retention_week_{k}",
+                    r[f"retention_week_{k}"],
+                    _pct(r[f"retention_week_{k}"]),
+                )
+                for k in (1, 2, 4)
+            )
+            for r in loop.cohorts
+        ),
+        "cohorts",
+    )
+    velocity = _table(
+        ["month", "registered", "promoted", "versions registered", "versions promoted"],
+        (
+            f"<td>{_e(r['month_start'].strftime('%Y-%m'))}</td>"
+            + _cell(
+                f"velocity|{r['month_start']:%Y-%m}|registered",
+                r["versions_registered"],
+                _int(r["versions_registered"]),
+            )
+            + _cell(
+                f"velocity|{r['month_start']:%Y-%m}|promoted",
+                r["versions_promoted"],
+                _int(r["versions_promoted"]),
+            )
+            + f"<td>{_e(', '.join(r['registered_versions']))}</td>"
+            + f"<td>{_e(', '.join(r['promoted_versions']))}</td>"
+            for r in loop.velocity
+        ),
+        "velocity",
+    )
+    running = _table(
+        ["week", "experiments running", "which"],
+        (
+            f"<td>{_e(_day(r['week_start']))}</td>"
+            + _cell(
+                f"experiments-running|{_day(r['week_start'])}",
+                r["experiments_running"],
+                _int(r["experiments_running"]),
+            )
+            + f"<td>{_e(', '.join(r['experiment_ids']))}</td>"
+            for r in loop.experiments
+        ),
+        "experiments-running",
+    )
+    summary = loop.fix_summary
+    fixes = _table(
+        [
+            "version",
+            "addresses",
+            "first seen",
+            "registered",
+            "promoted",
+            "days to registration",
+            "days to promotion",
+        ],
+        (
+            f"<td>{_e(r['version'])}</td><td>{_e(r['ref'])}</td><td>{_e(_day(r['first_seen']))}</td>"
+            f"<td>{_e(_day(r['registered_at']))}</td><td>{_e(_day(r['promoted_at']))}</td>"
+            + _cell(
+                f"fix|{r['version']}|{r['ref']}|days_to_register",
+                r["days_to_register"],
+                _num(r["days_to_register"]),
+            )
+            + _cell(
+                f"fix|{r['version']}|{r['ref']}|days_to_promote",
+                r["days_to_promote"],
+                _num(r["days_to_promote"]),
+            )
+            for r in loop.fixes
+        ),
+        "time-to-fix",
+    )
+    medians = (
+        f"<p>Median time from feedback to fix over {summary.get('measured', 0)} addressed patterns: "
+        f"<b>{_num(summary.get('median_days_to_register'))}</b> days to registration, "
+        f"<b>{_num(summary.get('median_days_to_promote'))}</b> days to promotion "
+        f"({summary.get('promoted', 0)} promoted).</p>"
+    )
+    return (
+        "<h3>This week per prompt version</h3>"
+        + (per_version if loop.engagement else "<p class='muted'>No interaction this week.</p>")
+        + "<h3>Cohort retention</h3>"
+        + (cohorts if loop.cohorts else "<p class='muted'>No cohort in these weeks.</p>")
+        + "<h3>Prompt versions per month</h3>"
+        + (velocity if loop.velocity else "<p class='muted'>No version registered or promoted.</p>")
+        + "<h3>Experiments running per week</h3>"
+        + running
+        + "<h3>Time from feedback to fix</h3>"
+        + (
+            medians + fixes
+            if loop.fixes
+            else "<p class='muted'>No version registered in these weeks names a pattern it addresses "
+            "(feedbackloop prompts add --addresses 'edit: A -> B').</p>"
+        )
+    )
 
 
 def write_html(report: Report, path: Path | str) -> Path:

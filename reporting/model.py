@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from infra.settings import InsightSettings, check_database_name
 from reporting import queries as q
+from reporting.loop import LoopHealth, assemble
 
 Row = dict[str, Any]
 
@@ -103,6 +104,8 @@ class Report:
     changelog: list[Row]
     experiments: list[Row]
     experiment_decisions: list[Row] | None
+    #: "Is the loop working?": leading, lagging and velocity indicators over the last weeks.
+    loop: LoopHealth
 
     @property
     def week_label(self) -> str:
@@ -157,7 +160,8 @@ def build_report(
         q.sync_insight_settings(client, database, settings)
     rules = settings or InsightSettings()
     thresholds = q.insight_thresholds(client, database)
-    start, end = week_range(week, q.latest_interaction(client, database))
+    latest = q.latest_interaction(client, database)
+    start, end = week_range(week, latest)
     min_edits = thresholds.get("min_pattern_edits", rules.min_pattern_edits)
 
     version_rates = q.version_rates(client, database, start, end)
@@ -209,7 +213,42 @@ def build_report(
         changelog=q.changelog(client, database),
         experiments=q.experiment_results(client, database, start, end),
         experiment_decisions=q.experiment_decisions(client, database),
+        loop=build_loop(client, database, start, end, datetime.now(UTC), rules),
     )
+
+
+def build_loop(
+    client: Client,
+    database: str,
+    week_start: datetime,
+    week_end: datetime,
+    now: datetime,
+    rules: InsightSettings,
+) -> LoopHealth:
+    """The "Is the loop working?" section: ``rules.loop_weeks`` weeks ending with the report's week,
+    judged as of ``now`` (a week or month not over by then is in progress, and not judged)."""
+    start = week_start - timedelta(weeks=rules.loop_weeks - 1)
+    first_month = datetime(start.year, start.month, 1, tzinfo=UTC)
+    return assemble(
+        start=start,
+        end=week_end,
+        as_of=now,
+        weekly=q.weekly_indicators(client, database, start, week_end),
+        engagement=q.engagement(client, database, start, week_end),
+        cohorts=q.cohort_retention(client, database, start, week_end),
+        tickets=q.support_ticket_rates(client, database, start, week_end),
+        velocity=q.prompt_velocity(client, database, first_month, week_end),
+        experiments=q.experiments_concurrent(client, database, start, week_end),
+        fixes=[r for r in q.time_to_fix(client, database) if start <= _utc(r["registered_at"]) < week_end],
+        fix_summary=q.time_to_fix_summary(client, database, start, week_end),
+        regeneration_target=rules.regeneration_target,
+        time_to_fix_target_days=rules.time_to_fix_target_days,
+        tolerance=rules.trend_tolerance,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ----------------------------------------------------------------------------------- pure ranking
@@ -460,6 +499,7 @@ __all__ = [
     "Disagreement",
     "Issue",
     "Report",
+    "build_loop",
     "build_report",
     "describe_pattern",
     "evidence_of",

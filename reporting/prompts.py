@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +40,72 @@ class RegistryError(ValueError):
     """The registry file or a new entry is not valid (the message says why)."""
 
 
+#: The kinds of reference ``addresses`` may hold, and what each names (docs/insights.md; the SQL of the
+#: view ``time_to_fix`` in migration 0014 reads them the same way).
+FIX_KINDS = {
+    "edit": "a replacement pattern: 'edit: ORIGINAL -> CORRECTED', fragments as normalized in edit_patterns",
+    "insert": "an insertion pattern: 'insert: FRAGMENT' (the inserted fragment, normalized)",
+    "delete": "a deletion pattern: 'delete: POSITION UNIT', e.g. 'delete: closing paragraph'",
+    "ticket": "AI-quality support tickets of a category: 'ticket: CATEGORY'",
+}
+POSITIONS = ("opening", "middle", "closing")
+UNITS = ("words", "sentence", "paragraph")
+
+
+@dataclass(frozen=True)
+class FixRef:
+    """One pattern a prompt version says it fixes: its kind and subject, lower case and trimmed
+    (``corrected``: the corrected fragment of an ``edit``, the unit of a ``delete``, else '')."""
+
+    kind: str
+    subject: str
+    corrected: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "edit":
+            return f"edit: {self.subject} -> {self.corrected}"
+        if self.kind == "delete":
+            return f"delete: {self.subject} {self.corrected}"
+        return f"{self.kind}: {self.subject}"
+
+
+def parse_addresses(text: str) -> list[FixRef]:
+    """The patterns ``addresses`` names, in order.
+
+    ``addresses`` is a list separated by ``;``. An item ``KIND: SUBJECT`` whose kind (before the first
+    ``:``, any case) is one of :data:`FIX_KINDS` names a pattern; every other item is prose (an issue
+    number, a link) and names none. Kind and subject are compared trimmed of spaces and in lower case.
+    Raises ``ValueError`` saying what is wrong with an item of a known kind that is malformed.
+    """
+    refs = []
+    for item in text.split(";"):
+        item = item.strip(" ")
+        head, colon, body = item.partition(":")
+        kind = head.strip(" ").lower()
+        if not colon or kind not in FIX_KINDS:
+            continue
+        body = body.strip(" ").lower()
+        if kind == "edit":
+            parts = body.split("->")
+            original, corrected = (parts[0].strip(" "), parts[1].strip(" ")) if len(parts) == 2 else ("", "")
+            if not original or not corrected:
+                raise ValueError(f"{item!r}: write an edit pattern as 'edit: ORIGINAL -> CORRECTED'")
+            refs.append(FixRef(kind, original, corrected))
+        elif kind == "delete":
+            words = [w for w in body.split(" ") if w]
+            if len(words) != 2 or words[0] not in POSITIONS or words[1] not in UNITS:
+                raise ValueError(
+                    f"{item!r}: write a deletion as 'delete: POSITION UNIT' with a position of "
+                    f"{', '.join(POSITIONS)} and a unit of {', '.join(UNITS)}"
+                )
+            refs.append(FixRef(kind, words[0], words[1]))
+        elif not body:
+            raise ValueError(f"{item!r}: {FIX_KINDS[kind]}")
+        else:
+            refs.append(FixRef(kind, body))
+    return refs
+
+
 class PromptVersion(BaseModel):
     """One prompt version: its text, where it came from, the one change it made and why."""
 
@@ -53,9 +120,19 @@ class PromptVersion(BaseModel):
         description="The ONE change against the parent, in one line: test one change at a time.",
     )
     reasoning: str = Field("", description="Why this change should help: the evidence behind it.")
-    addresses: str = Field("", description="The issue it addresses, e.g. a report issue or a ticket.")
+    addresses: str = Field(
+        "",
+        description="What it fixes, ';'-separated: patterns as 'edit: A -> B', 'insert: X', "
+        "'delete: closing paragraph', 'ticket: CATEGORY' (measured: time from feedback to fix), or prose.",
+    )
     author: str = Field(min_length=1, description="Who made the change.")
     created_at: AwareDatetime = Field(description="When the version was created (it serves from then on).")
+
+    @field_validator("addresses")
+    @classmethod
+    def _patterns_well_formed(cls, addresses: str) -> str:
+        parse_addresses(addresses)
+        return addresses
 
     @field_validator("change")
     @classmethod

@@ -261,3 +261,48 @@ def segments_of_operation(
         "GROUP BY input_category ORDER BY edits DESC, input_category",
         {"version": prompt_version, "start": start, "end": end, **parameters},
     )
+
+
+# ----------------------------------------------------------------------------------- is the loop working?
+
+
+def weekly_indicators(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per week (Monday in ``[start, end)``) and version, and overall ('(all)'): the leading indicators."""
+    return rows(client, f"SELECT * FROM {between(database, 'weekly_indicators_between', start, end)}")  # noqa: S608
+
+
+def engagement(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per week and version, and overall: active users, interactions per user, next-week return rate."""
+    return rows(client, f"SELECT * FROM {between(database, 'engagement_between', start, end)}")  # noqa: S608
+
+
+def cohort_retention(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per first-seen week in the range: the cohort's users and its retention in weeks 1, 2 and 4."""
+    return rows(client, f"SELECT * FROM {between(database, 'cohort_retention_between', start, end)}")  # noqa: S608
+
+
+def support_ticket_rates(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per week and version (linked tickets), and overall: tickets, AI-quality tickets, per 1,000."""
+    return rows(client, f"SELECT * FROM {between(database, 'support_ticket_rates_between', start, end)}")  # noqa: S608
+
+
+def prompt_velocity(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per month starting in the range: prompt versions registered and promoted."""
+    return rows(client, f"SELECT * FROM {between(database, 'prompt_velocity_between', start, end)}")  # noqa: S608
+
+
+def experiments_concurrent(client: Client, database: str, start: datetime, end: datetime) -> list[Row]:
+    """Per week in the range (up to now): the experiments that ran at some moment of it."""
+    return rows(client, f"SELECT * FROM {between(database, 'experiments_concurrent_between', start, end)}")  # noqa: S608
+
+
+def time_to_fix(client: Client, database: str) -> list[Row]:
+    """Every pattern a registered version addresses, with its first appearance and the days to the
+    version's registration and promotion (see ``reporting.prompts.parse_addresses``)."""
+    return rows(client, f"SELECT * FROM {database}.time_to_fix")  # noqa: S608
+
+
+def time_to_fix_summary(client: Client, database: str, start: datetime, end: datetime) -> Row:
+    """The median days to registration and to promotion over the versions registered in the range."""
+    view = between(database, "time_to_fix_summary_between", start, end)
+    return rows(client, f"SELECT * FROM {view}")[0]  # noqa: S608

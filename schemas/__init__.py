@@ -27,6 +27,7 @@ from schemas.experiments import (
     RegressionAlert,
 )
 from schemas.partitioning import partition_for
+from schemas.tickets import SupportTicket
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -46,6 +47,7 @@ __all__ = [
     "OutcomeMetric",
     "PromptVersionMetrics",
     "RegressionAlert",
+    "SupportTicket",
     "format_ms",
     "format_timestamp",
     "partition_for",

@@ -99,17 +99,16 @@ def event_time_error(created_ms: int, now_ms: int, max_future_skew_ms: int) -> s
     return None
 
 
-class _Event(BaseModel):
+class _EventBase(BaseModel):
+    """What every event an application publishes shares: its schema version, its id, and the rules of
+    its ``created_at`` (subclasses declare that field where their field order wants it)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this event's schema.")
     event_id: UUID = Field(description="Unique per event; a redelivered event keeps its id.")
-    interaction_id: UUID = Field(description="The AI call this event is about.")
-    user_id: Identifier = Field(description="The end user, as the application identifies them.")
-    session_id: Identifier = Field(description="The user's session; also the Kafka message key.")
-    created_at: Timestamp = Field(description="When it happened, RFC 3339 with zone, ms precision.")
 
-    @field_validator("created_at", mode="before")
+    @field_validator("created_at", mode="before", check_fields=False)
     @classmethod
     def _text_only(cls, value: object) -> object:
         # A bare number is ambiguous (seconds or milliseconds?) and not RFC 3339: refuse it.
@@ -117,7 +116,7 @@ class _Event(BaseModel):
             raise ValueError("created_at must be an RFC 3339 string with a zone, not a number")
         return value
 
-    @field_validator("created_at")
+    @field_validator("created_at", check_fields=False)
     @classmethod
     def _ms_precision(cls, value: datetime) -> datetime:
         value = _truncate_to_ms(value)
@@ -131,6 +130,13 @@ class _Event(BaseModel):
                 f"created_at {value.isoformat()} is after 9999-12-31, the latest that can be written"
             )
         return value
+
+
+class _Event(_EventBase):
+    interaction_id: UUID = Field(description="The AI call this event is about.")
+    user_id: Identifier = Field(description="The end user, as the application identifies them.")
+    session_id: Identifier = Field(description="The user's session; also the Kafka message key.")
+    created_at: Timestamp = Field(description="When it happened, RFC 3339 with zone, ms precision.")
 
 
 class InteractionEvent(_Event):

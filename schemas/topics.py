@@ -15,6 +15,8 @@ EDIT_OPERATIONS: Final = "ai.edits.operations.v1"
 EXPERIMENTS: Final = "ai.experiments.v1"
 EXPERIMENT_DECISIONS: Final = "ai.experiments.decisions.v1"
 REGRESSION_ALERTS: Final = "ai.alerts.regressions.v1"
+#: Support tickets from apps and help desks (key ``user_id``), read by the sink only.
+SUPPORT_TICKETS: Final = "ai.support_tickets.v1"
 #: Users to forget, by user_id (compacted, never a tombstone: the lasting record of each erasure).
 ERASURES: Final = "ai.erasures.v1"
 
@@ -30,6 +32,7 @@ PUBLIC_TOPICS: Final = (
     EXPERIMENTS,
     EXPERIMENT_DECISIONS,
     REGRESSION_ALERTS,
+    SUPPORT_TICKETS,
     ERASURES,
 )
 

@@ -16,12 +16,14 @@ from schemas import (
     DeadLetter,
     EditOperation,
     EditOperations,
+    Experiment,
     ExperimentDecision,
     FeedbackJoined,
     InteractionEvent,
     InteractionOutcome,
     PromptVersionMetrics,
     RegressionAlert,
+    SupportTicket,
     topics,
 )
 
@@ -107,6 +109,30 @@ def _decision_row(value: bytes) -> list[Any]:
     ]
 
 
+#: ``experiments``: every revision of every experiment (``ai.experiments.v1``), its applied promote or
+#: revert flattened, so that ClickHouse knows when each ran and when a version was promoted.
+_EXPERIMENT_COLUMNS = (
+    *("experiment_id", "revision", "control", "treatment", "split_control", "split_treatment"),
+    *("primary_metric", "status", "created_at", "updated_at", "applied_action", "applied_at"),
+    *("applied_by", "production_version", "retired_version"),
+)
+
+
+def _experiment_row(value: bytes) -> list[Any]:
+    e = Experiment.model_validate_json(value)
+    a = e.applied
+    applied = (
+        [None] * 5
+        if a is None
+        else [a.action, a.applied_at, a.applied_by, a.production_version, a.retired_version]
+    )
+    return [
+        *(e.experiment_id, e.revision, e.control, e.treatment, e.split[0], e.split[1]),
+        *(e.primary_metric.value, e.status.value, e.created_at, e.updated_at),
+        *applied,
+    ]
+
+
 #: The sink's routing: topic (contract name) -> table.
 TABLES: tuple[TableSpec, ...] = (
     _spec("ai_interactions", topics.INTERACTIONS, InteractionEvent),
@@ -122,4 +148,6 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec("experiment_decisions", topics.EXPERIMENT_DECISIONS, _DECISION_COLUMNS, _decision_row),
     _spec("regression_alerts", topics.REGRESSION_ALERTS, RegressionAlert, exclude=("schema_version",)),
+    _spec("support_tickets", topics.SUPPORT_TICKETS, SupportTicket, exclude=("schema_version",)),
+    TableSpec("experiments", topics.EXPERIMENTS, _EXPERIMENT_COLUMNS, _experiment_row),
 )

@@ -48,6 +48,7 @@ from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, to_epoch_ms, topics
 from schemas.erasure import named_user
+from schemas.events import event_time_error
 from sinks.batch import Pending, TableBuffer
 from sinks.offsets import OffsetLedger, Partition
 from sinks.protocol import Fault, SinkBackend
@@ -100,6 +101,11 @@ class Sink:
         self._raw_input = topics.topic_name(topics.INTERACTIONS, ns)
         raw_columns = self._specs[self._raw_input].columns
         self._raw_created_at = raw_columns.index("created_at")
+        # Support tickets reach the sink straight from apps and help desks: it applies the contract's
+        # upper bound on their event time (the processors do it for interactions and feedback).
+        self._tickets = topics.topic_name(topics.SUPPORT_TICKETS, ns)
+        self._ticket_created_at = self._specs[self._tickets].columns.index("created_at")
+        self._compacted = {topics.topic_name(t, ns) for t in topics.COMPACTED_TOPICS}
         self._late_horizon_ms = int(settings.pipeline.late_horizon_s * 1000)
         self._future_skew_ms = int(settings.pipeline.max_future_skew_s * 1000)
         self._deadletter_topic = topics.topic_name(topics.DEADLETTER, ns)
@@ -280,6 +286,10 @@ class Sink:
         assert topic is not None
         spec = self._specs[topic]
         value = message.value()
+        if value is None and topic in self._compacted:
+            # A tombstone deletes a key from a compacted topic; the table keeps the history it saw.
+            self._ledger.read(_partition(message), message.offset() or 0)
+            return
         try:
             if value is None:
                 raise ValueError("no value")
@@ -297,6 +307,8 @@ class Sink:
                 # The processors dead-letter it (too late, or from the future); a forged clock must
                 # not open ClickHouse partitions either.
                 self.stats.skipped_invalid_input += 1
+            elif topic == self._tickets and (ahead := self._ahead(row[self._ticket_created_at])):
+                self._send_dead_letter(message, f"{spec.table}: {ahead}", "future_event")
             else:
                 self._buffers[spec.table].add(row, message)
         self._ledger.read(_partition(message), message.offset() or 0)
@@ -334,6 +346,10 @@ class Sink:
             log.info("erased %d users: rows deleted %s", len(self._to_erase), deleted)
         self._to_erase.clear()
         return None
+
+    def _ahead(self, created_at: datetime) -> str | None:
+        """Why an event dated ``created_at`` is too far ahead of the wall clock, or None."""
+        return event_time_error(to_epoch_ms(created_at), int(time.time() * 1000), self._future_skew_ms)
 
     def _buffered(self) -> int:
         return sum(len(b) for b in self._buffers.values())

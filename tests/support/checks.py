@@ -10,7 +10,16 @@ from clickhouse_connect.driver.client import Client
 
 from producers.synthetic import Workload
 from schemas import FeedbackEvent, InteractionEvent
-from tests.support.oracle import expected_outcomes, expected_regeneration_rates, expected_windows
+from tests.support.oracle import (
+    expected_cohorts,
+    expected_engagement,
+    expected_outcomes,
+    expected_regeneration_rates,
+    expected_ticket_links,
+    expected_ticket_rates,
+    expected_weekly_indicators,
+    expected_windows,
+)
 
 
 def _ms(value: datetime) -> int:
@@ -146,4 +155,50 @@ def view_mismatches(client: Client, db: str, workload: Workload) -> list[str]:
     for row in rollup:
         if row["n"] != len(expected):
             problems.append(f"rollup {row['grain']} counts {row['n']} interactions, expected {len(expected)}")
+    return problems
+
+
+def loop_mismatches(client: Client, db: str, outcomes: dict[str, dict[str, Any]], tickets: Any) -> list[str]:
+    """The lagging-indicator views (engagement, cohort retention, support tickets) against the ground
+    truth of ``outcomes`` (:func:`expected_outcomes` of every workload) and the tickets published."""
+    problems: list[str] = []
+
+    def compare(view: str, got: dict[Any, dict[str, Any]], want: dict[Any, dict[str, Any]]) -> None:
+        if set(got) != set(want):
+            missing, extra = sorted(set(want) - set(got))[:3], sorted(set(got) - set(want))[:3]
+            problems.append(
+                f"{view}: {len(got)} rows, expected {len(want)} (missing {missing}, extra {extra})"
+            )
+        for key, row in want.items():
+            for name, value in row.items():
+                if key in got and not _same(got[key][name], value):
+                    problems.append(f"{view} {key} {name}: {got[key][name]!r} != {value!r}")
+
+    engagement = {
+        (_ms(r["week_start"]), r["prompt_version"]): r
+        for r in _rows(client, f"SELECT * FROM {db}.engagement")
+    }
+    compare("engagement", engagement, expected_engagement(outcomes))
+    weekly = {
+        (_ms(r["week_start"]), r["prompt_version"]): r
+        for r in _rows(client, f"SELECT * FROM {db}.weekly_indicators")
+    }
+    compare("weekly_indicators", weekly, expected_weekly_indicators(outcomes))
+    cohorts = {_ms(r["cohort_week"]): r for r in _rows(client, f"SELECT * FROM {db}.cohort_retention")}
+    compare("cohort_retention", cohorts, expected_cohorts(outcomes))
+    rates = {
+        (_ms(r["week_start"]), r["prompt_version"]): r
+        for r in _rows(client, f"SELECT * FROM {db}.support_ticket_rates")
+    }
+    compare("support_ticket_rates", rates, expected_ticket_rates(outcomes, tickets))
+    linked = {
+        r["ticket_id"]: r["prompt_version"] if r["linked"] else None
+        for r in _rows(client, f"SELECT ticket_id, linked, prompt_version FROM {db}.support_tickets_linked")
+    }
+    want_links = expected_ticket_links(outcomes, tickets)
+    if linked != want_links:
+        wrong = sorted(
+            k for k in set(linked) | set(want_links) if linked.get(k, "?") != want_links.get(k, "?")
+        )
+        problems.append(f"support_tickets_linked differs for {len(wrong)} tickets, e.g. {wrong[:3]}")
     return problems

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from pydantic import BaseModel
 
 from infra.settings import PipelineSettings
 from reporting.prompts import PromptVersion
@@ -372,6 +373,15 @@ def load_through_logic(
     columns = {spec.table: spec.columns for spec in TABLES}
     for table, table_rows in rows.items():
         client.insert(f"{database}.{table}", table_rows, column_names=list(columns[table]))
+
+
+def insert_records(client: Client, database: str, topic: str, records: Iterable[BaseModel]) -> None:
+    """Insert contract records of ``topic`` (tickets, experiment revisions, ...) into its table through
+    the sink's row mapping, without Kafka."""
+    spec = next(s for s in TABLES if s.topic == topic)
+    rows = [spec.to_row(r.model_dump_json().encode()) for r in records]
+    if rows:
+        client.insert(f"{database}.{spec.table}", rows, column_names=list(spec.columns))
 
 
 def grafana_sql(raw: str, database: str, start: datetime, end: datetime, interval_s: int = 3600) -> str:

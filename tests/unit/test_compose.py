@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -16,7 +17,6 @@ from pydantic import BaseModel
 from typer.main import get_command
 
 from feedbackloop.cli import app
-from feedbackloop.demo import DEMO_EXPERIMENT
 from feedbackloop.doctor import MIN_CLICKHOUSE_VERSION, parse_version
 from infra.settings import KafkaSettings, Settings, StackSettings, split_password
 
@@ -288,7 +288,7 @@ def test_grafana_reads_the_clickhouse_the_worker_writes(compose: dict[str, Any])
 
 
 def test_the_smoke_script_expects_the_demos_ground_truth() -> None:
-    from producers.synthetic import WorkloadSpec, generate
+    from feedbackloop.demo import demo_history, demo_workload
     from tests.support.oracle import expected_outcomes, expected_regeneration_rates
 
     script = (ROOT / "deploy" / "smoke.sh").read_text()
@@ -296,17 +296,16 @@ def test_the_smoke_script_expects_the_demos_ground_truth() -> None:
     block = re.search(r"EXPECTED_RATES=\$'(.*?)'", script, re.DOTALL)
     assert block is not None
     expected = [tuple(line.split("\\t")) for line in block.group(1).splitlines()]
-    # The workload `feedbackloop demo` publishes with its defaults (feedbackloop/demo.py).
-    workload = generate(
-        WorkloadSpec(
-            interactions=6000,
-            users=300,
-            seed=2,
-            experiment_id=DEMO_EXPERIMENT,
-            split={"v1.0": 80, "v1.1": 20},
-        )
-    )
-    truth = expected_regeneration_rates(expected_outcomes(workload))
+    # What `feedbackloop demo` publishes with its defaults (feedbackloop/demo.py): the experiment's
+    # traffic and the weeks of history before it (other versions, so the experiment's rates stay exact).
+    now = datetime.now(UTC)
+    workload = demo_workload(now=now)
+    outcomes = expected_outcomes(workload)
+    for week in demo_history(workload, now).history.weeks:
+        outcomes.update(expected_outcomes(week))
+    truth = expected_regeneration_rates(outcomes)
     assert expected == [(v, str(n), str(r)) for v, (n, r, _rate) in sorted(truth.items())]
+    assert truth["v1.0"][:2] == (4996, 1740)
+    assert truth["v1.1"][:2] == (1004, 178)
     for step in ("up -d --build --wait", "doctor --running", "worker demo", "demo.regeneration_rates"):
         assert step in script

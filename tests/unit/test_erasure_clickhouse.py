@@ -26,6 +26,11 @@ def database(chdb_client: Client) -> str:
     migrate(chdb_client, name)
     for user in ("gone", "kept"):
         _insert_events(chdb_client, name, 1, user)
+        chdb_client.command(
+            f"INSERT INTO {name}.support_tickets (event_id, ticket_id, user_id, created_at, category, "
+            "ai_quality) VALUES (generateUUIDv4(), %(ticket)s, %(user)s, now64(3), 'wrong_answer', true)",
+            parameters={"ticket": f"t-{user}", "user": f"u-{user}"},
+        )
         payload = orjson.dumps({"user_id": f"u-{user}", "event_id": str(uuid.uuid4())}).decode()
         chdb_client.command(
             f"INSERT INTO {name}.dead_letters (source_topic, partition, offset, stage, error_type, reason, "
@@ -46,6 +51,7 @@ def test_the_tables_with_user_rows_are_found_not_listed(chdb_client: Client, dat
         "ai_interactions",
         "edit_operations",
         "interaction_outcomes",
+        "support_tickets",
     ]
 
 
@@ -62,6 +68,7 @@ def test_every_row_of_the_user_goes_and_no_other(chdb_client: Client, database: 
         "ai_interactions": 1,
         "edit_operations": 1,
         "interaction_outcomes": 1,
+        "support_tickets": 1,
         "dead_letters": 1,
     }
     assert remaining_rows(chdb_client, db, ["u-gone"]) == {}

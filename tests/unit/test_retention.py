@@ -28,6 +28,9 @@ NOT_RAW_TEXT = {
     # experiment decisions and regression alerts: aggregates and the SQL behind them, no user text
     "action", "rule", "control_variant", "treatment_variant", "primary_metric", "guardrails",
     "evidence_sql", "kind", "metric", "severity", "baseline_seeded_from", "evidence_link",
+    # support tickets: an id and a category, no text; experiments: operators' revisions
+    "ticket_id", "category", "control", "treatment", "status", "applied_action",
+    "applied_by", "production_version", "retired_version",
 }  # fmt: skip
 
 
