@@ -31,7 +31,7 @@ from infra.groups import app_id
 from infra.kafka import client_config, delete_topics, read_topic
 from infra.settings import ClickHouseSettings, KafkaSettings, PipelineSettings, Settings
 from producers.client import EventPublisher
-from schemas import ErasureRequest, FeedbackEvent, FeedbackType, InteractionEvent, topics
+from schemas import ErasureRequest, FeedbackEvent, FeedbackType, InteractionEvent, SupportTicket, topics
 from schemas.erasure import named_user
 from sinks.clickhouse.erasure import remaining_rows
 from stream_processors.state import Record
@@ -143,6 +143,14 @@ class Session:
             self.feedback(b, FeedbackType.THUMBS_UP),
         ]
 
+    def ticket(self) -> SupportTicket:
+        """A support ticket of this user about their first interaction."""
+        return SupportTicket(
+            event_id=uuid.uuid4(), ticket_id=f"t-{uuid.uuid4().hex[:8]}", user_id=self.user,
+            created_at=self.at + timedelta(seconds=40), category="wrong answer", ai_quality=True,
+            interaction_id=self.interactions[0].interaction_id,
+        )  # fmt: skip
+
     def broken(self) -> bytes:
         """An interaction of this user that fails validation (a dead letter naming the user)."""
         valid = orjson.loads(self.interaction(30).model_dump_json())
@@ -150,12 +158,20 @@ class Session:
         return orjson.dumps({**valid, "response_time_ms": "fast"})
 
 
-def _publish(settings: Settings, messages: list[InteractionEvent | FeedbackEvent | bytes]) -> None:
-    raw_topic = topics.topic_name(topics.INTERACTIONS, settings.kafka.topic_namespace)
+def _publish(
+    settings: Settings, messages: list[InteractionEvent | FeedbackEvent | SupportTicket | bytes]
+) -> None:
+    ns = settings.kafka.topic_namespace
+    raw_topic, tickets = (
+        topics.topic_name(topics.INTERACTIONS, ns),
+        topics.topic_name(topics.SUPPORT_TICKETS, ns),
+    )
     with EventPublisher(settings.kafka) as publisher:
         for message in messages:
             if isinstance(message, bytes):
                 publisher.publish_raw(raw_topic, b"broken", message)
+            elif isinstance(message, SupportTicket):
+                publisher.publish_raw(tickets, message.user_id.encode(), message.model_dump_json().encode())
             else:
                 publisher.publish(message)
 
@@ -188,8 +204,9 @@ def test_forget_erases_a_user_everywhere_and_a_replay_brings_nothing_back(
 ) -> None:
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     gone, later, kept = Session("gone", t0), Session("later", t0 + timedelta(minutes=1)), Session("kept", t0)
-    first: list[InteractionEvent | FeedbackEvent | bytes] = [
-        *gone.events(), *later.events(), *kept.events(), gone.broken(), kept.broken(),
+    first: list[InteractionEvent | FeedbackEvent | SupportTicket | bytes] = [
+        *gone.events(), *later.events(), *kept.events(), gone.broken(), kept.broken(), gone.ticket(),
+        kept.ticket(),
     ]  # fmt: skip
     _publish(settings, first)
     worker = _start(settings, workers, tmp_path)
@@ -205,6 +222,7 @@ def test_forget_erases_a_user_everywhere_and_a_replay_brings_nothing_back(
         "ai_feedback": 2,
         "interaction_outcomes": 3,
         "dead_letters": 1,
+        "support_tickets": 1,
     }.items():
         assert any(line.split()[:2] == [table, str(rows)] for line in out.splitlines()), out
 
@@ -226,6 +244,7 @@ def test_forget_erases_a_user_everywhere_and_a_replay_brings_nothing_back(
             newer.interaction(),
             late_kept.interaction(),
             gone.feedback(gone.interactions[2], FeedbackType.REGENERATE),
+            later.ticket(),
             newer.broken(),
         ],
     )
@@ -257,6 +276,8 @@ def test_forget_erases_a_user_everywhere_and_a_replay_brings_nothing_back(
     assert {
         r[0] for r in client.query(f"SELECT interaction_id FROM {db}.interaction_outcomes FINAL").result_rows
     } == kept_ids
+    tickets = client.query(f"SELECT DISTINCT user_id FROM {db}.support_tickets FINAL").result_rows
+    assert tickets == [("kept",)]
     letters = client.query(f"SELECT value_b64 FROM {db}.dead_letters FINAL").result_rows
     assert [named_user(base64.b64decode(v)) for (v,) in letters] == ["kept"]
     views = client.query(f"SELECT DISTINCT user_id FROM {db}.user_contributions").result_rows
