@@ -10,14 +10,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from feedbackloop import cli_deadletters, cli_experiments, cli_insights, doctor, localstack
+from feedbackloop import cli_deadletters, cli_experiments, cli_insights, cli_privacy, doctor, localstack
 from feedbackloop.context import connect_or_exit, load_settings
 from feedbackloop.output import OutputFormat, console, fail, print_rows
 from feedbackloop.worker import Stage
 from infra.clickhouse import query_rows
 from infra.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# A crash shows no local variables: one of them may hold a secret (typer's default, kept on purpose).
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka (no Docker needed).")
 app.add_typer(stack_app, name="stack")
 
@@ -79,16 +82,27 @@ def collector(
 
 @app.command("migrate")
 def migrate_cmd() -> None:
-    """Create the ClickHouse database, tables and views (numbered migrations, applied once)."""
-    from sinks.clickhouse import migrate
+    """Create the ClickHouse database, tables and views (numbered migrations, applied once), then bring
+    the raw-text TTLs to FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS."""
+    from sinks.clickhouse import apply_retention, migrate
 
     settings = load_settings()
     client = connect_or_exit(settings)
-    applied = migrate(client, settings.clickhouse.database)
+    database = settings.clickhouse.database
+    applied = migrate(client, database)
+    days = settings.retention.raw_text_days
+    changed = apply_retention(client, database, days)
+    client.close()
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing new"
-    console.print(
-        f"database [bold]{settings.clickhouse.database}[/bold] at {settings.clickhouse.url}: {names}"
-    )
+    console.print(f"database [bold]{database}[/bold] at {settings.clickhouse.shown_url}: {names}")
+    if days is None:
+        console.print(
+            "retention: raw text TTLs left as they were (FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS unset)"
+        )
+    else:
+        kept = f"{days} days" if days else "until erased"
+        done = f"{len(changed)} TTLs changed" if changed else "already so"
+        console.print(f"retention: raw text kept {kept} ({done})")
 
 
 @app.command("worker")
@@ -157,7 +171,7 @@ def demo_cmd(
     look = f"feedbackloop query --database {ch.database} 'SELECT * FROM prompt_version_summary'"  # noqa: S608
     console.print(
         f"\n{result.events:,} events from {result.users} users ({result.interactions:,} interactions) went "
-        f"through Kafka ({result.settings.kafka.topic_namespace}.*) into ClickHouse at {ch.url}, "
+        f"through Kafka ({result.settings.kafka.topic_namespace}.*) into ClickHouse at {ch.shown_url}, "
         f"database [bold]{ch.database}[/bold].\nLook around: [bold]{look}[/bold]"
     )
 
@@ -300,6 +314,7 @@ app.add_typer(cli_insights.app)  # report, prompts, insights, impact
 cli_experiments.register(app)  # experiments, alerts
 app.add_typer(cli_deadletters.app, name="deadletters")
 doctor.register(app)  # doctor
+cli_privacy.register(app)  # forget
 
 if __name__ == "__main__":
     main()

@@ -26,8 +26,12 @@ def load_settings(database: str | None = None) -> Settings:
 
 
 def connect_or_exit(settings: Settings) -> Client:
-    """A ClickHouse client for ``settings``; exit 2 with the reason when chdb is held by another process."""
+    """A ClickHouse client for ``settings``; exit 2 with the reason when chdb is held by another process
+    or the server does not answer (naming the url, never the password)."""
     try:
         return connect(settings.clickhouse)
     except ClickHouseBusyError as exc:
         fail(str(exc), 2)
+    except Exception as exc:  # unreachable, refused credentials, TLS: the driver's own words, once
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        fail(f"ClickHouse at {settings.clickhouse.shown_url} did not answer: {reason}", 2)

@@ -251,7 +251,7 @@ def run_demo(
         migrate(client, DEMO_DATABASE)
         mirror(registry, client, DEMO_DATABASE)
         client.close()
-        where = settings.clickhouse.url
+        where = settings.clickhouse.shown_url
         console.print(
             f"[green]✓[/green] ClickHouse database [bold]{DEMO_DATABASE}[/bold] migrated at {where}; "
             f"prompt versions {', '.join(v.version for v in registry)} registered in {registry.path}"

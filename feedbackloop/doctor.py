@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.groups import app_id, contributions_topic, lease_group_id, progress_group_id, sink_group_id
-from infra.settings import KafkaSettings, Settings
+from infra.settings import ClickHouseSettings, KafkaSettings, Settings, check_database_name
 
 #: The oldest ClickHouse server supported: the engine chdb embeds, which every test runs the
 #: migrations and views on (chdb 4.4 = ClickHouse 26.9). docker-compose.yml pins this generation.
@@ -256,6 +256,35 @@ FEATURES: tuple[Feature, ...] = (
     ),
     _fn("toDateTime", "SELECT toString(toDateTime(0, 'UTC'))", "1970-01-01 00:00:00"),
     _fn("now64", "SELECT toTypeName(now64(3))", "DateTime64(3)"),
+    _fn("arrayResize", "SELECT toString(arrayResize(CAST([], 'Array(String)'), 2))", "['','']"),
+    # Retention and erasure (sinks/clickhouse/retention.py, erasure.py): a column TTL replaces expired
+    # values by the column's DEFAULT expression; a lightweight DELETE hides rows at once.
+    Feature(
+        "column TTL to the column's DEFAULT, table TTL, OPTIMIZE ... FINAL",
+        (r"DEFAULT arrayResize",),
+        (
+            "CREATE TABLE {scratch}.ttl (k UInt8, at DateTime64(3, 'UTC'), n Array(UInt8), "
+            "t Array(String) DEFAULT arrayResize(CAST([], 'Array(String)'), length(n))) "
+            "ENGINE = ReplacingMergeTree ORDER BY k",
+            "INSERT INTO {scratch}.ttl VALUES (1, now64(3) - INTERVAL 3 DAY, [1, 2], ['a', 'b'])",
+            "ALTER TABLE {scratch}.ttl MODIFY COLUMN t TTL at + INTERVAL 1 DAY",
+            "ALTER TABLE {scratch}.ttl MODIFY TTL at + INTERVAL 30 DAY",
+            "OPTIMIZE TABLE {scratch}.ttl FINAL",
+            "SELECT toString(t) FROM {scratch}.ttl",
+        ),
+        "['','']",
+    ),
+    Feature(
+        "lightweight DELETE",
+        (),
+        (
+            "CREATE TABLE {scratch}.lwd (k UInt8, user_id String) ENGINE = ReplacingMergeTree ORDER BY k",
+            "INSERT INTO {scratch}.lwd VALUES (1, 'a'), (2, 'b')",
+            "DELETE FROM {scratch}.lwd WHERE user_id IN ('a')",
+            "SELECT toString(groupArray(k)) FROM {scratch}.lwd",
+        ),
+        "[2]",
+    ),
     # Issue 17: the loop-health views (0014_loop_health.sql) and their dashboard.
     Feature(
         "WITH (<scalar subquery>) AS name",
@@ -354,8 +383,10 @@ def probe_features(client: Client, database: str, features: Iterable[Feature] = 
     """Run every feature's probe on ``client``: a check per failing feature, and one summing up.
 
     Probes that create objects do so in a scratch database, dropped afterwards; when it cannot be
-    created (no CREATE DATABASE grant), those probes are skipped with a warning.
+    created (no CREATE DATABASE grant), those probes are skipped with a warning. ``database`` must be
+    a plain identifier (``ValueError`` otherwise).
     """
+    check_database_name(database)
     features = list(features)
     scratch = f"{database}_doctor_{uuid.uuid4().hex[:8]}"
     scratch_error: str | None = None
@@ -438,20 +469,14 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def connect_clickhouse(settings: Settings) -> tuple[Client | None, Check]:
     """A client for the configured ClickHouse, and the check saying whether it answered."""
-    from infra.clickhouse import ClickHouseBusyError, chdb_path, connect
+    from infra.clickhouse import ClickHouseBusyError, connect
 
-    url = settings.clickhouse.url
-    shown = redact(url)
+    shown = settings.clickhouse.shown_url
     driver_log = logging.getLogger("clickhouse_connect")
     level = driver_log.level
     driver_log.setLevel(logging.CRITICAL)  # it logs each failed attempt; the check says it once
     try:
-        if chdb_path(url) is None:
-            import clickhouse_connect
-
-            client = clickhouse_connect.get_client(dsn=url, connect_timeout=5, send_receive_timeout=30)
-        else:
-            client = connect(settings.clickhouse)
+        client = connect(settings.clickhouse, connect_timeout=5, send_receive_timeout=30)
         client.command("SELECT 1")
     except ClickHouseBusyError as exc:
         return None, Check(
@@ -524,6 +549,7 @@ def clickhouse_checks(client: Client, settings: Settings) -> list[Check]:
     checks += probe_features(client, database)
     checks.append(_migrations_check(client, database))
     if checks[-1].status is Status.ok:
+        checks.append(retention_check(client, settings))
         checks += _permission_checks(client, database)
     else:
         checks.append(
@@ -568,6 +594,36 @@ def _migrations_check(client: Client, database: str) -> Check:
             "upgrade feedbackloop here",
         )
     return Check("clickhouse", "migrations", Status.ok, f"all {len(shipped)} applied to {database}")
+
+
+def retention_check(client: Client, settings: Settings) -> Check:
+    """Whether the raw-text TTLs of the database are what ``retention.raw_text_days`` says."""
+    from sinks.clickhouse.retention import retention_state
+
+    env = "FEEDBACKLOOP_RETENTION__RAW_TEXT_DAYS"
+    state = retention_state(client, settings.clickhouse.database)
+    found = sorted(set(state.values()), key=lambda d: -1 if d is None else d)
+    wanted = settings.retention.raw_text_days
+    if wanted is not None and any(days != (wanted or None) for days in state.values()):
+        differ = sorted(f"{t}.{c}" if c else t for (t, c), days in state.items() if days != (wanted or None))
+        return Check(
+            "clickhouse",
+            "retention",
+            Status.fail,
+            f"{env}={wanted}, but {', '.join(differ)} keep raw text "
+            + " / ".join("until erased" if d is None else f"{d} days" for d in found),
+            "run feedbackloop migrate (the sink applies it too when it starts)",
+        )
+    if found == [None]:
+        return Check(
+            "clickhouse",
+            "retention",
+            Status.ok,
+            "raw text (prompts, responses, corrections, comments) kept until erased: no TTLs",
+            f"to expire it, set {env} (e.g. 90) and run feedbackloop migrate" if wanted is None else "",
+        )
+    shown = " / ".join("until erased" if d is None else f"{d} days" for d in found)
+    return Check("clickhouse", "retention", Status.ok, f"raw text kept {shown}, dead letters as long")
 
 
 def _view_arguments(as_select: str) -> str:
@@ -630,7 +686,8 @@ def _permission_checks(client: Client, database: str) -> list[Check]:
 # ----------------------------------------------------------------------------------------- Kafka
 
 
-_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+#: The SASL mechanisms every client can be given (a user name and a password: librdkafka and aiokafka).
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _loopback(host: str) -> bool:
@@ -641,10 +698,16 @@ def _hosts(bootstrap: str) -> list[str]:
     return [server.strip().rsplit(":", 1)[0].strip("[]") for server in bootstrap.split(",") if server.strip()]
 
 
+def _unreadable(paths: Iterable[tuple[str, Path | None]]) -> list[str]:
+    """``name (path)`` of each file given that this process cannot read."""
+    return [f"{name} ({path})" for name, path in paths if path is not None and not os.access(path, os.R_OK)]
+
+
 def security_check(kafka: KafkaSettings) -> Check:
-    """Whether the security settings hang together, and what they expose."""
+    """Whether the Kafka security settings hang together, what they expose, and -- when they do --
+    what every client uses: the protocol, the SASL mechanism and user, the CA and client certificate."""
     protocol, mechanism = kafka.security_protocol, kafka.sasl_mechanism
-    sasl = protocol.startswith("SASL")
+    sasl = kafka.uses_sasl
     env = "FEEDBACKLOOP_KAFKA__"
     if sasl and not mechanism:
         return Check(
@@ -667,14 +730,10 @@ def security_check(kafka: KafkaSettings) -> Check:
             "kafka",
             "security",
             Status.fail,
-            f"unknown SASL mechanism {mechanism}",
+            f"unsupported SASL mechanism {mechanism}",
             f"set {env}SASL_MECHANISM to one of {', '.join(_MECHANISMS)}",
         )
-    if (
-        mechanism
-        and mechanism.upper() in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-        and not (kafka.sasl_username and kafka.sasl_password)
-    ):
+    if mechanism and not (kafka.sasl_username and kafka.sasl_password):
         return Check(
             "kafka",
             "security",
@@ -682,9 +741,45 @@ def security_check(kafka: KafkaSettings) -> Check:
             f"SASL {mechanism} needs a user name and a password",
             f"set {env}SASL_USERNAME and {env}SASL_PASSWORD",
         )
+    files = [
+        ("SSL_CA_FILE", kafka.ssl_ca_file),
+        ("SSL_CERT_FILE", kafka.ssl_cert_file),
+        ("SSL_KEY_FILE", kafka.ssl_key_file),
+    ]
+    given = [name for name, path in files if path is not None]
+    if given and not kafka.uses_tls:
+        return Check(
+            "kafka",
+            "security",
+            Status.fail,
+            f"{', '.join(env + name for name in given)} set, but {protocol} does not use TLS: ignored",
+            f"set {env}SECURITY_PROTOCOL=SSL (or SASL_SSL), or unset them",
+        )
+    unreadable = _unreadable((env + name, path) for name, path in files)
+    if unreadable:
+        return Check(
+            "kafka",
+            "security",
+            Status.fail,
+            f"cannot read {', '.join(unreadable)}",
+            "point the setting at a PEM file this user can read",
+        )
+    if kafka.uses_tls:
+        from infra.kafka import ssl_context
+
+        try:
+            ssl_context(kafka)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad file or key password
+            return Check(
+                "kafka",
+                "security",
+                Status.fail,
+                f"the TLS files do not load: {_first_line(exc)}",
+                f"check {env}SSL_CA_FILE, {env}SSL_CERT_FILE, {env}SSL_KEY_FILE and {env}SSL_KEY_PASSWORD",
+            )
     # A name without dots is a host on a private network (a compose service); the rest may not be.
     exposed = [h for h in _hosts(kafka.bootstrap_servers) if not _loopback(h) and "." in h]
-    if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and exposed:
+    if not kafka.uses_tls and exposed:
         secret = " and the SASL password" if mechanism and mechanism.upper() == "PLAIN" else ""
         return Check(
             "kafka",
@@ -693,8 +788,85 @@ def security_check(kafka: KafkaSettings) -> Check:
             f"{protocol}: events{secret} cross the network to {', '.join(exposed)} unencrypted",
             f"set {env}SECURITY_PROTOCOL=SSL or SASL_SSL unless that network is private",
         )
-    how = f"{protocol}" + (f" with SASL {mechanism} as {kafka.sasl_username}" if mechanism else "")
+    how = _kafka_security_in_use(kafka)
+    if kafka.uses_tls and not kafka.ssl_check_hostname:
+        return Check(
+            "kafka",
+            "security",
+            Status.warn,
+            how,
+            f"host names are not checked against the brokers' certificates: set {env}SSL_CHECK_HOSTNAME=true "
+            "once the brokers' certificates name the addresses clients use",
+        )
     return Check("kafka", "security", Status.ok, how)
+
+
+def _kafka_security_in_use(kafka: KafkaSettings) -> str:
+    """What every client uses, in one line (never a secret)."""
+    parts: list[str] = [kafka.security_protocol]
+    if kafka.uses_sasl:
+        parts.append(f"SASL {kafka.sasl_mechanism} as {kafka.sasl_username}")
+    if kafka.uses_tls:
+        ca = f"the CA in {kafka.ssl_ca_file}" if kafka.ssl_ca_file is not None else "the system's CAs"
+        checked = "host names checked" if kafka.ssl_check_hostname else "host names NOT checked"
+        parts.append(f"brokers verified against {ca} ({checked})")
+        if kafka.ssl_cert_file is not None:
+            parts.append(f"client certificate {kafka.ssl_cert_file}")
+    return ", ".join(parts) + "; for every client (confluent-kafka, the SDK, Faust)"
+
+
+def clickhouse_security_check(clickhouse: ClickHouseSettings) -> Check:
+    """How the ClickHouse client connects: embedded, http (where that is a risk) or https verified
+    against which CA; with a password or not (never the password)."""
+    url = clickhouse.shown_url
+    env = "FEEDBACKLOOP_CLICKHOUSE__"
+    scheme = urlsplit(clickhouse.url).scheme
+    if scheme == "chdb":
+        return Check("clickhouse", "security", Status.ok, "embedded (chdb): no network, no credentials")
+    host = urlsplit(clickhouse.url).hostname or ""
+    password = "with a password" if clickhouse.password is not None else "without a password"
+    if scheme == "http":
+        if _loopback(host) or "." not in host:
+            return Check("clickhouse", "security", Status.ok, f"http to {url}, {password} (local or private)")
+        return Check(
+            "clickhouse",
+            "security",
+            Status.warn,
+            f"http to {url}: the password and every row cross the network unencrypted",
+            f"use https:// in {_URL} (and {env}CA_CERT if the server's certificate is not publicly trusted)",
+        )
+    unreadable = _unreadable(
+        (env + name, path)
+        for name, path in (
+            ("CA_CERT", clickhouse.ca_cert),
+            ("CLIENT_CERT", clickhouse.client_cert),
+            ("CLIENT_CERT_KEY", clickhouse.client_cert_key),
+        )
+    )
+    if unreadable:
+        return Check(
+            "clickhouse",
+            "security",
+            Status.fail,
+            f"cannot read {', '.join(unreadable)}",
+            "point the setting at a PEM file this user can read",
+        )
+    if not clickhouse.verify:
+        return Check(
+            "clickhouse",
+            "security",
+            Status.warn,
+            f"https to {url}, {password}, the server's certificate NOT verified",
+            f"set {env}VERIFY=true ({env}CA_CERT: the CA that signed the server's certificate)",
+        )
+    ca = f"the CA in {clickhouse.ca_cert}" if clickhouse.ca_cert is not None else "the system's CAs"
+    client = f", client certificate {clickhouse.client_cert}" if clickhouse.client_cert is not None else ""
+    return Check(
+        "clickhouse",
+        "security",
+        Status.ok,
+        f"https to {url}, {password}, server verified against {ca}{client}",
+    )
 
 
 def _admin(kafka: KafkaSettings) -> Any:
@@ -934,6 +1106,8 @@ def run_checks(
     if scope in (Scope.all, Scope.clickhouse, Scope.reachable):
         client, answered = connect_clickhouse(settings)
         checks.append(answered)
+        if scope is not Scope.reachable:
+            checks.append(clickhouse_security_check(settings.clickhouse))
         if client is not None:
             try:
                 if scope is not Scope.reachable:
@@ -1026,10 +1200,12 @@ __all__ = [
     "Scope",
     "Status",
     "clickhouse_checks",
+    "clickhouse_security_check",
     "connect_clickhouse",
     "print_checks",
     "probe_features",
     "register",
+    "retention_check",
     "run_checks",
     "run_doctor",
     "security_check",

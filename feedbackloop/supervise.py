@@ -28,8 +28,16 @@ from sinks.runner import sink_topics
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that reproduce the parts of ``settings`` tests and the demo change."""
+    """Environment variables that reproduce the parts of ``settings`` tests and the demo change.
+
+    The ClickHouse password travels apart from the url (which never holds it): only in the child's
+    environment, never on a command line or in a log."""
+    password = settings.clickhouse.password
+    secret = (
+        {"FEEDBACKLOOP_CLICKHOUSE__PASSWORD": password.get_secret_value()} if password is not None else {}
+    )
     return {
+        **secret,
         "FEEDBACKLOOP_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "FEEDBACKLOOP_KAFKA__TOPIC_NAMESPACE": settings.kafka.topic_namespace,
         "FEEDBACKLOOP_KAFKA__PARTITIONS": str(settings.kafka.partitions),

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from infra.groups import contributions_topic
-from infra.kafka import ensure_topics, public_topic_names
+from infra.kafka import ensure_topics, public_topic_names, quiet_client_outages
 from infra.process import die_with_parent
 from infra.settings import Settings
 
@@ -87,6 +87,7 @@ def run_processor(settings: Settings, loglevel: str = "info") -> int:
     # Subscribing to a topic that does not exist yet makes Faust ignore it for good; create ours first.
     ensure_topics(settings.kafka, [*public_topic_names(settings.kafka), contributions_topic(settings)])
     app, _pipeline = create_app(settings)
+    quiet_client_outages()  # aiokafka, inside Faust, logs a broker outage at ERROR ten times a second
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     settle_gc()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -26,11 +27,32 @@ def chdb_path(url: str) -> Path | None:
     return Path(url.removeprefix("chdb://"))
 
 
-def connect(settings: ClickHouseSettings) -> Client:
-    """A clickhouse-connect client for the configured url (chdb or http(s))."""
+def server_options(settings: ClickHouseSettings) -> dict[str, Any]:
+    """clickhouse-connect's arguments for a server url: the interface named by the scheme (an
+    ``https://`` url without the port 443 or 8443 would otherwise be spoken to in plain http), the
+    password apart from the url, and with https the certificate verification, the CA and a client
+    certificate."""
+    scheme = urlsplit(settings.url).scheme
+    options: dict[str, Any] = {"dsn": settings.url, "interface": scheme}
+    if settings.password is not None:
+        options["password"] = settings.password.get_secret_value()
+    if scheme == "https":
+        options["verify"] = settings.verify
+        if settings.ca_cert is not None:
+            options["ca_cert"] = str(settings.ca_cert.absolute())
+        if settings.client_cert is not None:
+            options["client_cert"] = str(settings.client_cert.absolute())
+        if settings.client_cert_key is not None:
+            options["client_cert_key"] = str(settings.client_cert_key.absolute())
+    return options
+
+
+def connect(settings: ClickHouseSettings, **server: Any) -> Client:
+    """A clickhouse-connect client for the configured url (chdb or http(s)); ``server``: further
+    arguments for a server (timeouts), ignored for chdb."""
     path = chdb_path(settings.url)
     if path is None:
-        return clickhouse_connect.get_client(dsn=settings.url)
+        return clickhouse_connect.get_client(**server_options(settings), **server)
     path = path.resolve()
     path.mkdir(parents=True, exist_ok=True)
     try:

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, but not in __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from infra.settings import KafkaSettings
@@ -130,6 +137,43 @@ def librdkafka_transient(line: str) -> bool:
     return _TRANSIENT.search(line) is not None
 
 
+class _OutageThrottle:
+    """Turns a stream of "broker not reachable" lines into one WARNING per ``outage_warn_s`` once the
+    outage has lasted that long; everything else of the kind goes to DEBUG."""
+
+    def __init__(self, outage_warn_s: float, clock: Callable[[], float]) -> None:
+        self.outage_warn_s = outage_warn_s
+        self._clock = clock
+        self._outage_since: float | None = None
+        self._last_failure = 0.0
+        self._last_warning: float | None = None
+        self._suppressed = 0
+
+    def note(self) -> tuple[float, int] | None:
+        """Count one transient line; return (seconds of outage, lines held back) when it is due as a
+        warning, else None (log it at DEBUG)."""
+        now = self._clock()
+        # A quiet spell longer than librdkafka's longest reconnect backoff (10 s) ends an outage.
+        if self._outage_since is None or now - self._last_failure > max(self.outage_warn_s, 10.0):
+            self._outage_since, self._last_warning, self._suppressed = now, None, 0
+        self._last_failure = now
+        lasted = now - self._outage_since
+        if lasted >= self.outage_warn_s and (
+            self._last_warning is None or now - self._last_warning >= self.outage_warn_s
+        ):
+            self._last_warning = now
+            suppressed, self._suppressed = self._suppressed, 0
+            return lasted, suppressed
+        self._suppressed += 1
+        return None
+
+
+_OUTAGE_WARNING = (
+    "no connection to Kafka for %.0f s (%d similar lines since the last report); "
+    "the client keeps retrying. Last: "
+)
+
+
 class LibrdkafkaLog:
     """librdkafka's log lines through Python logging (logger ``librdkafka``), at a sane level.
 
@@ -143,61 +187,107 @@ class LibrdkafkaLog:
     def __init__(self, outage_warn_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logging.getLogger(LIBRDKAFKA_LOGGER)
         self.outage_warn_s = outage_warn_s
-        self._clock = clock
-        self._outage_since: float | None = None
-        self._last_failure = 0.0
-        self._last_warning: float | None = None
-        self._suppressed = 0
+        self._outage = _OutageThrottle(outage_warn_s, clock)
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         """Log one librdkafka line (``msg % args``, args = facility, client name, text)."""
         text = str(args[-1]) if args else msg
         if level >= logging.WARNING and librdkafka_transient(text):
-            self._transient(msg, args)
+            if (due := self._outage.note()) is not None:
+                self.logger.warning(_OUTAGE_WARNING + msg, *due, *args)
+            else:
+                self.logger.debug(msg, *args)
             return
         self.logger.log(logging.DEBUG if level < logging.WARNING else level, msg, *args)
 
-    def _transient(self, msg: str, args: tuple[Any, ...]) -> None:
-        now = self._clock()
-        # A quiet spell longer than librdkafka's longest reconnect backoff (10 s) ends an outage.
-        if self._outage_since is None or now - self._last_failure > max(self.outage_warn_s, 10.0):
-            self._outage_since, self._last_warning, self._suppressed = now, None, 0
-        self._last_failure = now
-        lasted = now - self._outage_since
-        due = self._last_warning is None or now - self._last_warning >= self.outage_warn_s
-        if lasted >= self.outage_warn_s and due:
-            self._last_warning = now
-            self.logger.warning(
-                "no connection to Kafka for %.0f s (%d similar lines since the last report); "
-                "the client keeps retrying. Last: " + msg,
-                lasted,
-                self._suppressed,
-                *args,
-            )
-            self._suppressed = 0
+
+#: The logger aiokafka (the client inside Faust) reports connection failures on.
+AIOKAFKA_LOGGER = "aiokafka"
+
+
+class AiokafkaOutageFilter(logging.Filter):
+    """The same policy for aiokafka, the client inside Faust: while a broker is down it logs "Unable
+    connect to node" at ERROR ten times a second. Installed on the ``aiokafka`` logger by
+    :func:`quiet_client_outages`; such records are demoted to DEBUG except one WARNING per
+    ``outage_warn_s`` once the outage has lasted that long. Any other record passes unchanged."""
+
+    def __init__(self, outage_warn_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(AIOKAFKA_LOGGER)
+        self._outage = _OutageThrottle(outage_warn_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not librdkafka_transient(record.getMessage()):
+            return True
+        if (due := self._outage.note()) is not None:
+            record.msg, record.args = _OUTAGE_WARNING + "%s", (*due, record.getMessage())
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         else:
-            self._suppressed += 1
-            self.logger.debug(msg, *args)
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_client_outages() -> None:
+    """Install :class:`AiokafkaOutageFilter` on the ``aiokafka`` logger (once per process)."""
+    logger = logging.getLogger(AIOKAFKA_LOGGER)
+    if not any(isinstance(f, AiokafkaOutageFilter) for f in logger.filters):
+        logger.addFilter(AiokafkaOutageFilter())
 
 
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
-    """librdkafka configuration for ``kafka``, with ``extra`` keys on top.
+    """librdkafka configuration for ``kafka``, with ``extra`` keys on top: the brokers and the
+    security settings (TLS and SASL), for every producer, consumer and admin client.
 
-    librdkafka logs through Python logging (:class:`LibrdkafkaLog`) unless ``extra`` has a ``logger``.
+    SASL credentials are set only with a SASL protocol and TLS files only with a TLS one, so a secret
+    never sits in a configuration that does not use it. File paths are made absolute (the SDK's
+    sender process may be restarted after the app changed directory). librdkafka logs through
+    Python logging (:class:`LibrdkafkaLog`) unless ``extra`` has a ``logger``.
     """
     config: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
         "logger": LibrdkafkaLog(),
     }
-    if kafka.sasl_mechanism:
-        config["sasl.mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        config["sasl.username"] = kafka.sasl_username
-    if kafka.sasl_password:
-        config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.uses_sasl:
+        if kafka.sasl_mechanism:
+            config["sasl.mechanism"] = kafka.sasl_mechanism.upper()
+        if kafka.sasl_username is not None:
+            config["sasl.username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.uses_tls:
+        config["enable.ssl.certificate.verification"] = True
+        config["ssl.endpoint.identification.algorithm"] = "https" if kafka.ssl_check_hostname else "none"
+        if kafka.ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(kafka.ssl_ca_file.absolute())
+        if kafka.ssl_cert_file is not None:
+            config["ssl.certificate.location"] = str(kafka.ssl_cert_file.absolute())
+        if kafka.ssl_key_file is not None:
+            config["ssl.key.location"] = str(kafka.ssl_key_file.absolute())
+        if kafka.ssl_key_password is not None:
+            config["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
     config.update(extra)
     return config
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of ``kafka`` for Python clients (Faust's aiokafka), None without TLS: the
+    brokers' certificates verified against ``ssl_ca_file`` (else the system's CAs), their host names
+    checked unless ``ssl_check_hostname`` is off, and the client certificate loaded if given. Raises
+    :class:`OSError` / :class:`ssl.SSLError` naming a file that cannot be read."""
+    if not kafka.uses_tls:
+        return None
+    ca = str(kafka.ssl_ca_file.absolute()) if kafka.ssl_ca_file is not None else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.check_hostname = kafka.ssl_check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED
+    if kafka.ssl_cert_file is not None:
+        password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password is not None else None
+        context.load_cert_chain(
+            str(kafka.ssl_cert_file.absolute()),
+            str(kafka.ssl_key_file.absolute()) if kafka.ssl_key_file is not None else None,
+            password=password,
+        )
+    return context
 
 
 def public_topic_names(kafka: KafkaSettings) -> list[str]:
@@ -237,7 +327,8 @@ def ensure_topics(
     """Create the topics that do not exist yet; return the names created.
 
     Existing topics are checked, not changed: a partition count other than the one asked for
-    raises, because co-partitioning by ``session_id`` depends on it.
+    raises, because co-partitioning by ``session_id`` depends on it. The contract's compacted topics
+    (``topics.COMPACTED_TOPICS``) are created compacted (see :func:`ensure_compacted` for older ones).
     """
     want = partitions or kafka.partitions
     admin = AdminClient(client_config(kafka))
@@ -254,9 +345,14 @@ def ensure_topics(
     todo = list(missing)
     created: list[str] = []
 
+    compacted = {topics.topic_name(base, kafka.topic_namespace) for base in topics.COMPACTED_TOPICS}
+
+    def topic_config(name: str) -> dict[str, str]:
+        return {**({"cleanup.policy": "compact"} if name in compacted else {}), **dict(config or {})}
+
     def create_the_rest() -> None:
         futures = admin.create_topics(
-            [NewTopic(n, want, kafka.replication_factor, config=dict(config or {})) for n in todo],
+            [NewTopic(n, want, kafka.replication_factor, config=topic_config(n)) for n in todo],
             operation_timeout=timeout_s,
         )
         failure: KafkaException | None = None
@@ -276,6 +372,33 @@ def ensure_topics(
     call_with_retries(create_the_rest, f"create topics {missing}", timeout_s)
     _wait_for_leaders(admin, missing, timeout_s)
     return created
+
+
+def ensure_compacted(kafka: KafkaSettings, names: Iterable[str], timeout_s: float = 30.0) -> list[str]:
+    """Make existing topics ``cleanup.policy=compact`` (an idempotent config change, for topics
+    created before they were meant to be compacted); return the names changed."""
+    admin = AdminClient(client_config(kafka))
+    changed = []
+    for name in names:
+        resource = ConfigResource(ResourceType.TOPIC, name)
+
+        def describe(resource: Any = resource) -> dict[str, Any]:
+            return dict(admin.describe_configs([resource])[resource].result(timeout=timeout_s))
+
+        current = call_with_retries(describe, f"configuration of {name}", timeout_s)
+        entry = current.get("cleanup.policy")
+        if entry is not None and entry.value == "compact":
+            continue
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        admin.incremental_alter_configs([change])[change].result(timeout=timeout_s)
+        changed.append(name)
+    return changed
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,9 +20,17 @@ DEFAULT_HOME = Path(".feedbackloop")
 
 
 class KafkaSettings(BaseModel):
-    """Where the broker is and how our topics are laid out."""
+    """Where the broker is, how our topics are laid out, and how every client authenticates.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The security settings apply to every Kafka client feedbackloop makes: the confluent-kafka
+    producers, consumers and admin clients (``infra.kafka.client_config``, which the SDK's sender
+    process is configured from too) and Faust's aiokafka clients in the processors
+    (``stream_processors.app``). Secrets are :class:`~pydantic.SecretStr`: never in a repr, a log
+    line or a command's output.
+    """
+
+    # A refused value may be a secret: errors name the setting, not what it held.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     partitions: int = Field(4, ge=1, description="Partition count of every feedbackloop topic.")
@@ -31,24 +40,119 @@ class KafkaSettings(BaseModel):
         description="Prefix put before every topic name ('' keeps the contract names); tests use it "
         "to get topics of their own.",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How clients talk to the brokers: SSL and SASL_SSL encrypt (and verify the brokers' "
+        "certificates), SASL_* authenticate with a user name and password.",
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates the brokers' certificates are verified against "
+        "(SSL, SASL_SSL); none -> the system's trusted CAs.",
+    )
+    ssl_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate, for brokers that authenticate clients by certificate (mTLS).",
+    )
+    ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted private key.")
+    ssl_check_hostname: bool = Field(
+        True,
+        description="Check that a broker's certificate names the host connected to. Turn off only for "
+        "brokers addressed by a name their certificate lacks (the connection is still encrypted and "
+        "the certificate still verified against the CA).",
+    )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether clients encrypt (SSL or SASL_SSL)."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether clients authenticate with SASL (SASL_PLAINTEXT or SASL_SSL)."""
+        return self.security_protocol.startswith("SASL")
+
+    @model_validator(mode="after")
+    def _certificate_with_its_key(self) -> KafkaSettings:
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("kafka.ssl_cert_file and kafka.ssl_key_file go together: set both or neither")
+        if self.ssl_key_password is not None and self.ssl_key_file is None:
+            raise ValueError("kafka.ssl_key_password needs kafka.ssl_key_file")
+        return self
+
+
+#: What a database name may be: it is put into SQL as an identifier, never quoted as data.
+DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_database_name(name: str) -> str:
+    """``name`` if it is a plain identifier (letters, digits, ``_``; not starting with a digit);
+    else ``ValueError``. Every database name that reaches SQL passes here first."""
+    if not isinstance(name, str) or not DATABASE_NAME.fullmatch(name):
+        raise ValueError(
+            "a database name is letters, digits and underscores, not starting with a digit "
+            "(it is put into SQL as an identifier)"
+        )
+    return name
 
 
 class ClickHouseSettings(BaseModel):
-    """Which ClickHouse to write to: embedded chdb (``chdb:///dir``) or a server (``http(s)://...``)."""
+    """Which ClickHouse to write to: embedded chdb (``chdb:///dir``) or a server (``http(s)://...``).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A password in the url (``http://user:pass@host:8123``) is taken out of it at validation and kept
+    as :attr:`password`, so the url can be shown anywhere; the password is never shown.
+    """
+
+    # A refused value may hold the password (a url): errors name the setting, not what it held.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str = Field(
         f"chdb://{(DEFAULT_HOME / 'chdb').as_posix()}",
-        description="chdb:///<absolute dir>, chdb://<relative dir> or http(s)://user:pass@host:port.",
+        description="chdb:///<absolute dir>, chdb://<relative dir> or "
+        "http(s)://[user[:password]@]host[:port] (a password here is moved to `password`).",
     )
-    database: str = Field("feedbackloop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password: SecretStr | None = Field(
+        None, description="Password of the url's user (or give it in the url; not both)."
+    )
+    verify: bool = Field(
+        True,
+        description="https: verify the server's certificate (against ca_cert, else the system's CAs). "
+        "Turning it off lets anyone on the path read and change what is written.",
+    )
+    ca_cert: Path | None = Field(
+        None,
+        description="https: PEM file of the CA certificates the server's certificate is verified against.",
+    )
+    client_cert: Path | None = Field(
+        None,
+        description="https: PEM client certificate, for servers that authenticate clients by certificate.",
+    )
+    client_cert_key: Path | None = Field(
+        None, description="https: the client certificate's private key, if not in the certificate file."
+    )
+    database: str = Field("feedbackloop", description="Database (an identifier: letters, digits, _).")
     insert_batch_rows: int = Field(20_000, ge=1, description="Rows per insert, per table.")
     flush_interval_s: float = Field(1.0, gt=0, description="Longest a row waits in the sink buffer.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_the_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        url, password = split_password(data["url"])
+        if password is None:
+            return data
+        given = data.get("password")
+        given_text = given.get_secret_value() if isinstance(given, SecretStr) else given
+        if given_text not in (None, password):
+            raise ValueError("clickhouse: the url holds a password and clickhouse.password another one")
+        return {**data, "url": url, "password": SecretStr(password)}
 
     @field_validator("url")
     @classmethod
@@ -56,6 +160,33 @@ class ClickHouseSettings(BaseModel):
         if not url.startswith(("chdb://", "http://", "https://")):
             raise ValueError("clickhouse url must start with chdb://, http:// or https://")
         return url
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, name: str) -> str:
+        return check_database_name(name)
+
+    @property
+    def shown_url(self) -> str:
+        """The url to show a person: the password, if any, as ``***``."""
+        if self.password is None:
+            return self.url
+        parts = urlsplit(self.url)
+        user, _, host = parts.netloc.rpartition("@")
+        netloc = f"{user or 'default'}:***@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without the password of its user info, and that password (percent-decoded; None if
+    there is none). ``http://u:p%40ss@h:8123/`` -> (``http://u@h:8123/``, ``p@ss``)."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(password)
 
 
 class SinkSettings(BaseModel):
@@ -621,6 +752,29 @@ class ExperimentSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long personal free text is kept in ClickHouse (docs/security.md, "Retention and erasure").
+
+    Applied by ``feedbackloop migrate`` and whenever the sink opens ClickHouse
+    (``sinks.clickhouse.retention``): column TTLs blank the raw text of older rows (prompts,
+    responses, corrections, comments, edit fragments, metadata) while the rows, their ids, flags
+    and numbers stay, so every rate and aggregate stays as it was; dead letters, which are only
+    their payload, expire whole.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raw_text_days: int | None = Field(
+        None,
+        ge=0,
+        le=36_500,
+        description="Days raw text is kept after its event time (e.g. 90); 0: kept until erased (the "
+        "TTLs removed); unset: the TTLs are left as an earlier migrate set them (none at first). "
+        "Set it where the sink runs and where `feedbackloop migrate` runs; a change is applied at the "
+        "next of either. Text already blanked does not come back.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything feedbackloop can be told, from env vars or a ``.env`` file."""
 
@@ -644,3 +798,4 @@ class Settings(BaseSettings):
     collector: CollectorSettings = CollectorSettings()
     insights: InsightSettings = InsightSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    retention: RetentionSettings = RetentionSettings()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
+from infra.settings import check_database_name
+
 
 @dataclass(frozen=True)
 class UserImpact:
@@ -63,9 +65,8 @@ _COLUMNS = (
 def fetch_impact(client: Client, database: str, user_id: str) -> UserImpact:
     """The contribution of ``user_id`` as ``{database}.user_contributions`` has it (all zero for a
     user without corrections). ``client`` is any clickhouse-connect client of the analytics store;
-    ``database`` must be a plain identifier."""
-    if not database.replace("_", "").isalnum():
-        raise ValueError(f"not a database name: {database!r}")
+    ``database`` must be a plain identifier (``ValueError`` otherwise): it is put into the SQL."""
+    check_database_name(database)
     columns = ", ".join(_COLUMNS)
     result = client.query(
         f"SELECT {columns} FROM {database}.user_contributions WHERE user_id = %(user)s",  # noqa: S608

@@ -27,7 +27,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from infra.settings import InsightSettings
+from infra.settings import InsightSettings, check_database_name
 from reporting import queries as q
 from reporting.loop import LoopHealth, assemble
 
@@ -153,7 +153,9 @@ def build_report(
 
     With ``settings``, their SQL thresholds are first written to ``insight_settings`` so that the
     views use them; without, the views keep the thresholds they have (the defaults until a sync).
-    The registry mirror (``prompt_versions``) is read as it is: mirror it first (``prompts.mirror``)."""
+    The registry mirror (``prompt_versions``) is read as it is: mirror it first (``prompts.mirror``).
+    ``database`` must be a plain identifier (``ValueError`` otherwise): every query puts it into SQL."""
+    check_database_name(database)
     if settings is not None:
         q.sync_insight_settings(client, database, settings)
     rules = settings or InsightSettings()

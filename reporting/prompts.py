@@ -26,6 +26,8 @@ from typing import Annotated, Any
 from clickhouse_connect.driver.client import Client
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from infra.settings import check_database_name
+
 #: Version of the registry file's layout.
 FILE_FORMAT = 1
 
@@ -245,11 +247,12 @@ def mirror(registry: PromptRegistry, client: Client, database: str) -> int:
     """Make ``{database}.prompt_versions`` hold exactly the registry's versions; return how many.
 
     Rows are re-inserted (the table keeps the newest copy of each version) and versions no longer in
-    the file are deleted, so the mirror follows hand edits of the file too."""
+    the file are deleted, so the mirror follows hand edits of the file too. ``database`` must be a
+    plain identifier (``ValueError`` otherwise)."""
+    check_database_name(database)
     rows = [[getattr(v, c) for c in MIRROR_COLUMNS] for v in registry]
     if rows:
         client.insert(f"{database}.prompt_versions", rows, column_names=list(MIRROR_COLUMNS))
-    # database is an identifier checked by ClickHouseSettings' pattern, not user data
     current = client.query(f"SELECT DISTINCT version FROM {database}.prompt_versions").result_rows  # noqa: S608
     stale = sorted({row[0] for row in current} - {v.version for v in registry})
     if stale:

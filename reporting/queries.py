@@ -13,7 +13,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from infra.settings import InsightSettings
+from infra.settings import InsightSettings, check_database_name
 
 Row = dict[str, Any]
 
@@ -52,7 +52,9 @@ def between(database: str, view: str, start: datetime, end: datetime, **extra: s
 
 
 def sync_insight_settings(client: Client, database: str, settings: InsightSettings) -> None:
-    """Write the SQL-side thresholds of ``settings`` to ``insight_settings`` (the views read them)."""
+    """Write the SQL-side thresholds of ``settings`` to ``insight_settings`` (the views read them);
+    ``database`` must be a plain identifier (``ValueError`` otherwise)."""
+    check_database_name(database)
     now = datetime.now(UTC)
     client.insert(
         f"{database}.insight_settings",

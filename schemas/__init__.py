@@ -9,6 +9,7 @@ from schemas.derived import (
     PromptVersionMetrics,
 )
 from schemas.edits import EditOperation, EditOperations
+from schemas.erasure import ErasureRequest
 from schemas.events import (
     SCHEMA_VERSION,
     FeedbackEvent,
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "EditOperation",
     "EditOperations",
+    "ErasureRequest",
     "Experiment",
     "ExperimentDecision",
     "ExperimentStatus",

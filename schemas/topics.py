@@ -17,6 +17,8 @@ EXPERIMENT_DECISIONS: Final = "ai.experiments.decisions.v1"
 REGRESSION_ALERTS: Final = "ai.alerts.regressions.v1"
 #: Support tickets from apps and help desks (key ``user_id``), read by the sink only.
 SUPPORT_TICKETS: Final = "ai.support_tickets.v1"
+#: Users to forget, by user_id (compacted, never a tombstone: the lasting record of each erasure).
+ERASURES: Final = "ai.erasures.v1"
 
 #: Every public topic, all created with the same partition count.
 PUBLIC_TOPICS: Final = (
@@ -31,10 +33,11 @@ PUBLIC_TOPICS: Final = (
     EXPERIMENT_DECISIONS,
     REGRESSION_ALERTS,
     SUPPORT_TICKETS,
+    ERASURES,
 )
 
 #: Public topics that keep the latest record per key (``cleanup.policy=compact``).
-COMPACTED_TOPICS: Final = (EXPERIMENTS,)
+COMPACTED_TOPICS: Final = (EXPERIMENTS, ERASURES)
 
 
 def topic_name(base: str, namespace: str = "") -> str:

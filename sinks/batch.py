@@ -63,6 +63,14 @@ class TableBuffer:
         self._rows = kept
         return dropped
 
+    def drop_rows(self, drop: Callable[[list[Any]], bool]) -> int:
+        """Forget the buffered rows ``drop`` selects (an erased user's); return how many. Their offsets
+        become committable: the rows are meant never to be written."""
+        kept = [p for p in self._rows if not drop(p.row)]
+        dropped = len(self._rows) - len(kept)
+        self._rows = kept
+        return dropped
+
     def flush(self) -> FlushResult:
         """Write what is buffered, as one batch if the backend takes it."""
         result = FlushResult()

@@ -11,7 +11,9 @@ So a sink on chdb refuses to run when another member is in its group:
   sink. One that leaves before is the ghost of a sink that was killed a moment ago: its partitions
   could not move before its session expired anyway, so waiting for it costs the restart nothing;
 * while it runs (:class:`SplitWatch`): a member that joins later (two sinks started at the same
-  moment both find the group empty, and a sink on a server cannot know the others use chdb).
+  moment both find the group empty, and a sink on a server cannot know the others use chdb) and
+  stays longer than the same grace. A broker restart leaves this sink's own old membership behind
+  beside its new one until that session expires: a ghost too, not another sink.
 
 The processors and the experiment evaluator keep no state on the machine: the processors' tables
 are in-memory copies of changelog topics, the evaluator rebuilds its state from the log and holds a
@@ -136,7 +138,10 @@ def check_alone(
 
 class SplitWatch:
     """While a sink on chdb runs, check its group every ``interval_s``; call ``on_split`` once when
-    another member has been in it for two checks in a row (one check could catch a rebalance)."""
+    the group has had another member at every check for ``grace_s`` (default: the session timeout and
+    5 s, as for :func:`check_alone`) and at least two checks in a row. A ghost -- this sink's own
+    membership left behind by a broker restart, a killed sink -- leaves within that time; another sink
+    stays."""
 
     def __init__(
         self,
@@ -144,12 +149,16 @@ class SplitWatch:
         on_split: Callable[[str], None],
         *,
         interval_s: float = 5.0,
+        grace_s: float | None = None,
         describe: Describe = group_members,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.on_split = on_split
         self.interval_s = interval_s
+        self.grace_s = settings.pipeline.session_timeout_s + 5.0 if grace_s is None else grace_s
         self._describe = describe
+        self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sink-split-watch", daemon=True)
 
@@ -167,13 +176,18 @@ class SplitWatch:
 
     def _run(self) -> None:
         group = sink_group_id(self.settings)
-        crowded = 0
+        crowded, crowded_since = 0, 0.0
         while not self._stop.wait(self.interval_s):
             members = self._describe(self.settings.kafka, group)
             if members is None:
                 continue
-            crowded = crowded + 1 if len(members) > 1 else 0
-            if crowded >= 2:
+            if len(members) <= 1:
+                crowded = 0
+                continue
+            if crowded == 0:
+                crowded_since = self._clock()
+            crowded += 1
+            if crowded >= 2 and self._clock() - crowded_since >= self.grace_s:
                 # Which one is this process cannot be told from the broker's side: name them all.
                 self.on_split(split_message(self.settings, members, joined=True))
                 return

@@ -3,12 +3,12 @@
 The runner (``sinks/runner.py``) owns everything backend-neutral: consuming, buffering per table,
 batching, isolating refused rows, pausing while the backend is unavailable, dead letters and offsets.
 A backend only connects, prepares its schema, writes a batch of rows to one table (all or nothing,
-or at least harmlessly repeatable) and says whose fault a failure was.
+or at least harmlessly repeatable), deletes erased users' rows, and says whose fault a failure was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -52,6 +52,12 @@ class SinkBackend(Protocol):
 
     def writer(self, spec: TableSpec) -> TableWriter:
         """The writer for ``spec.table`` (after :meth:`open`)."""
+        ...
+
+    def erase(self, user_ids: Collection[str]) -> dict[str, int]:
+        """Delete every row of ``user_ids`` (erased users) from every table that holds user rows; return
+        the rows deleted per table. Repeatable: users with no rows left cost a look, no more. Raises
+        like a write; the sink retries what :meth:`classify` calls transient."""
         ...
 
     def classify(self, error: BaseException) -> Fault:

@@ -13,6 +13,10 @@ and says whose fault a failure was; everything else is here, once.
   lasts, one when it ends; the status file and the metrics say ``paused`` with the last error.
 * **Rows the backend refuses** for what they hold (``Fault.ROW``) are isolated by splitting the
   batch, sent to the dead-letter topic, and the rest of the batch is written.
+* **Erased users** (``ai.erasures.v1``, read whole at start and followed): their messages are read
+  and skipped, their buffered rows dropped, and their rows deleted from the backend -- at start for
+  every erased user that still has rows, then for each new request -- with the retries of a write.
+  So a replay of old outputs never brings a user back.
 * **A revoke** gets one last write of what is buffered, then exactly the committable offsets of the
   revoked partitions are committed and their unwritten rows forgotten (the next owner reads them
   again). **A stop** (SIGTERM) does the same for every partition, then leaves the group.
@@ -28,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -37,11 +41,13 @@ from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 from pydantic import ValidationError
 
+from infra.erasures import ErasureLog
 from infra.groups import sink_group_id
 from infra.kafka import client_config
 from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, to_epoch_ms, topics
+from schemas.erasure import named_user
 from schemas.events import event_time_error
 from sinks.batch import Pending, TableBuffer
 from sinks.offsets import OffsetLedger, Partition
@@ -59,6 +65,23 @@ REPORT_INTERVAL_S = 10.0
 def sink_topics(settings: Settings) -> list[str]:
     """Real names of the topics the sink reads."""
     return [topics.topic_name(spec.topic, settings.kafka.topic_namespace) for spec in TABLES]
+
+
+def _user_reader(spec: TableSpec) -> Callable[[list[Any]], str | None]:
+    """How to find the user of a row of ``spec``'s table: its ``user_id`` column, or for a dead letter
+    the ``user_id`` of the original message (None: no user, e.g. a window aggregate)."""
+    if "user_id" in spec.columns:
+        index = spec.columns.index("user_id")
+        return lambda row: row[index]
+    if "value_text" in spec.columns:
+        index = spec.columns.index("value_text")
+        return lambda row: named_user(row[index])
+    return lambda _row: None
+
+
+def _of(user_of: Callable[[list[Any]], str | None], users: set[str]) -> Callable[[list[Any]], bool]:
+    """Whether a row is of one of ``users``."""
+    return lambda row: user_of(row) in users
 
 
 def _partition(message: Message) -> Partition:
@@ -86,6 +109,9 @@ class Sink:
         self._late_horizon_ms = int(settings.pipeline.late_horizon_s * 1000)
         self._future_skew_ms = int(settings.pipeline.max_future_skew_s * 1000)
         self._deadletter_topic = topics.topic_name(topics.DEADLETTER, ns)
+        self._erasures = ErasureLog(settings.kafka)
+        self._to_erase: set[str] = set()
+        self._user_of = {spec.table: _user_reader(spec) for spec in TABLES}
         self._buffers: dict[str, TableBuffer] = {}
         self._ledger = OffsetLedger()
         self._paused = False
@@ -128,6 +154,9 @@ class Sink:
         failed = True
         try:
             if self._open_backend():
+                # Every erasure so far, before the first message: a user erased while no sink ran (or
+                # whose rows came back) is deleted again, and none of their messages is written.
+                self._to_erase.update(self._erasures.load())
                 self._buffers = {
                     spec.table: TableBuffer(spec.table, self.backend.writer(spec), self.backend.classify)
                     for spec in TABLES
@@ -184,6 +213,7 @@ class Sink:
         while not self._stop.is_set():
             for message in self._consumer.consume(num_messages=10_000, timeout=0.1):
                 self._take(message)
+            self._follow_erasures()
             if self._repause:
                 self._repause = False
                 if self._paused:
@@ -196,8 +226,13 @@ class Sink:
                 self._log_still_paused(now)
             else:
                 buffered = self._buffered()
-                if buffered and (
-                    buffered >= self.backend.batch_rows or now - last_flush >= self.backend.flush_interval_s
+                due = now - last_flush >= self.backend.flush_interval_s
+                if (
+                    self._to_erase
+                    or (buffered and (buffered >= self.backend.batch_rows or due))
+                    # Messages that became no row (an erased user's, invalid input) still move the
+                    # committed offset, or the lag would stay until some row comes to that partition.
+                    or (due and not buffered and self._ledger.committable(()))
                 ):
                     self._write_and_commit()
                     last_flush = now
@@ -222,6 +257,8 @@ class Sink:
             self.stats.state = SinkState.FAILED
         with contextlib.suppress(Exception):  # leaving the group; it commits nothing (auto-commit is off)
             self._consumer.close()
+        with contextlib.suppress(Exception):
+            self._erasures.close()
         if failed:
             # Dead letters of rows whose offsets were not committed are sent again on replay; delivering
             # these too only makes duplicates, which the dead_letters table folds.
@@ -264,7 +301,9 @@ class Sink:
             else:
                 self._send_dead_letter(message, f"{spec.table}: {exc}", "validation_error")
         else:
-            if topic == self._raw_input and not self._timely(row[self._raw_created_at]):
+            if self._erasures.users and self._user_of[spec.table](row) in self._erasures.users:
+                self.stats.skipped_erased += 1  # forgotten: not written, not dead-lettered
+            elif topic == self._raw_input and not self._timely(row[self._raw_created_at]):
                 # The processors dead-letter it (too late, or from the future); a forged clock must
                 # not open ClickHouse partitions either.
                 self.stats.skipped_invalid_input += 1
@@ -280,6 +319,34 @@ class Sink:
         now_ms = int(time.time() * 1000)
         created_ms = created_at if isinstance(created_at, int) else to_epoch_ms(created_at)
         return now_ms - self._late_horizon_ms <= created_ms <= now_ms + self._future_skew_ms
+
+    def _follow_erasures(self) -> None:
+        """Take new erasure requests: drop the users' buffered rows, and delete theirs at the next write."""
+        erased = self._erasures.poll()
+        if not erased:
+            return
+        users = set(erased)
+        for spec in TABLES:
+            self.stats.skipped_erased += self._buffers[spec.table].drop_rows(
+                _of(self._user_of[spec.table], users)
+            )
+        self._to_erase.update(users)
+        log.info("erasure of %d users: their rows are deleted with the next write", len(users))
+
+    def _erase(self) -> BaseException | None:
+        """Delete the rows of the users erased and not yet deleted; the error if the backend cannot now."""
+        try:
+            deleted = self.backend.erase(self._to_erase)
+        except Exception as exc:  # the backend decides whose fault it was
+            if self.backend.classify(exc) is Fault.TRANSIENT:
+                return exc
+            raise
+        for table, rows in deleted.items():
+            self.stats.erased_rows[table] = self.stats.erased_rows.get(table, 0) + rows
+        if deleted:
+            log.info("erased %d users: rows deleted %s", len(self._to_erase), deleted)
+        self._to_erase.clear()
+        return None
 
     def _ahead(self, created_at: datetime | int) -> str | None:
         """Why an event dated ``created_at`` (a datetime or epoch ms, as its row holds it) is too far
@@ -312,7 +379,8 @@ class Sink:
                 self._dead_letter_refused(pending, reason)
             if result.unavailable is not None:
                 return result.unavailable
-        return None
+        # After the rows: what this write put in (before the erasure was read) goes with the rest.
+        return self._erase() if self._to_erase else None
 
     def _commit(self, only: Iterable[Partition] | None = None) -> None:
         """Commit the committable offsets (of ``only``, else of every partition read)."""

@@ -40,6 +40,10 @@ class SinkStats:
     backend: str = ""
     consumed: int = 0
     skipped_invalid_input: int = 0
+    #: Messages of erased users not written (read, or buffered when the erasure came), and the rows
+    #: deleted for erasures, per table.
+    skipped_erased: int = 0
+    erased_rows: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
     inserted: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, list[int]] = field(default_factory=dict)
@@ -114,6 +118,8 @@ class SinkStats:
             "paused_s_total": round(self.paused_s_total + self.paused_for(), 3),
             "consumed": self.consumed,
             "skipped_invalid_input": self.skipped_invalid_input,
+            "skipped_erased": self.skipped_erased,
+            "erased_rows": self.erased_rows,
             "dead_lettered": self.dead_lettered,
             "inserted": self.inserted,
             "latency": latency,

@@ -9,7 +9,9 @@ they do is :class:`~stream_processors.core.ProcessingCore`'s. This module only c
   (``stream_processors.faust_transport``), so only after both;
 * a one-second timer lets quiet partitions' event time follow the wall clock;
 * Faust's tables recover the changelogs on every assignment and the core restores a partition's
-  state from them the first time it needs it; revoked partitions are forgotten.
+  state from them the first time it needs it; revoked partitions are forgotten;
+* erased users (``ai.erasures.v1``) are read whole before the first batch, then followed by the
+  timer: the core drops their events and forgets their state.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from typing import Any, cast
 
 import faust
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
+from infra.erasures import ErasureLog
 from infra.groups import app_id
+from infra.kafka import ssl_context
 from infra.output_producer import OutputProducer
-from infra.settings import Settings
+from infra.settings import KafkaSettings, Settings
 from stream_processors.core import (
     RECORDS,
     WINDOWS,
@@ -86,7 +91,9 @@ class Pipeline:
         self.names = names
         self.output = output
         self.tables = TableStores()
-        self.core = ProcessingCore(settings.pipeline, names, self.tables)
+        #: Erased users, read whole before the first batch and followed by the timer (see ``tick``).
+        self.erasures = ErasureLog(settings.kafka)
+        self.core = ProcessingCore(settings.pipeline, names, self.tables, self.erasures.users)
         self.lock = asyncio.Lock()
         self.changelogs: dict[Store, str] = {}
         self.consumer: FastConsumer | None = None
@@ -99,6 +106,7 @@ class Pipeline:
     async def process_events(self, messages: Sequence[Any]) -> None:
         """One batch of input messages (Faust messages): through the core, then delivered."""
         async with self.lock:
+            await self._follow_erasures()
             await self._deliver(self.core.process_events(messages, _now_ms(), self._read_to_end))
 
     async def process_contributions(self, messages: Sequence[Any]) -> None:
@@ -112,6 +120,7 @@ class Pipeline:
         if consumer is None:
             return
         async with self.lock:
+            await self._follow_erasures()
             if self.recovered():
                 self.core.open_partitions(
                     (tp.partition for tp in consumer.assignment() if tp.topic == self.names.interactions),
@@ -138,6 +147,16 @@ class Pipeline:
             if now_ms - self._last_status_ms >= _STATUS_EVERY_MS:
                 self._last_status_ms = now_ms
                 log.info("partitions: %s", self.core.describe(now_ms))
+
+    async def _follow_erasures(self) -> None:
+        """Before any state is opened or event applied, every erasure so far (read off the event loop):
+        a replay must find the users erased. Then, before each batch and tick, the new requests: their
+        users' state is forgotten at once (what they sent later is dropped by the core)."""
+        if not self.erasures.loaded:
+            await asyncio.get_running_loop().run_in_executor(None, self.erasures.load)
+        if erased := self.erasures.poll():
+            log.info("forgetting %d erased users' state", len(erased))
+            await self._deliver(self.core.erase(erased))
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the state of partitions this worker no longer owns (the changelog has it)."""
@@ -186,6 +205,21 @@ def _answered(done: dict[str, bool]) -> ReadToEnd:
     return lambda topic, _partition: done[topic]
 
 
+def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's credentials for ``kafka``'s security settings, so its aiokafka consumer and producer
+    authenticate and encrypt like every confluent-kafka client (``infra.kafka.client_config``)."""
+    context = ssl_context(kafka)
+    if kafka.uses_sasl:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=(kafka.sasl_mechanism or "PLAIN").upper(),
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The Faust app running both processing stages, and the pipeline behind its batch agents."""
     pipeline_cfg = settings.pipeline
@@ -194,6 +228,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     app = FastApp(
         app_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings.kafka),
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,

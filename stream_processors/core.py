@@ -36,6 +36,7 @@ import orjson
 from infra.groups import contributions_topic
 from infra.settings import PipelineSettings, Settings
 from schemas import DeadLetter, topics
+from schemas.erasure import named_user
 from schemas.events import event_time_error
 from stream_processors.decode import InvalidInputError, apply_facts, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState
@@ -234,8 +235,13 @@ class ProcessingCore:
         pipeline: PipelineSettings,
         names: TopicNames,
         recovery: ChangelogRecovery | None = None,
+        erased: Collection[str] = frozenset(),
     ) -> None:
         self.pipeline = pipeline
+        #: Erased users (``feedbackloop forget``; the caller keeps it current): their events are
+        #: dropped, their restored records forgotten, and :meth:`erase` forgets what is held.
+        self.erased = erased
+        self.erased_events = 0
         self.names = names
         self.recovery: ChangelogRecovery = recovery or NothingRecovered()
         self.partitions: dict[int, PartitionState] = {}
@@ -259,9 +265,12 @@ class ProcessingCore:
 
     def _open(self, partition: int, now_ms: int) -> PartitionState:
         state = PartitionState.restore(partition, self.pipeline, self.recovery.recovered(RECORDS), now_ms)
+        restored = list(state.records)
+        if self.erased:
+            state.erase(self.erased)  # recovered from a changelog that has not seen the erasure
         # From here on the partition's state lives in the core; the source's copy would double the
         # memory and go stale (it is recovered again from the changelog on reassignment).
-        self.recovery.release(RECORDS, list(state.records))
+        self.recovery.release(RECORDS, restored)
         self.partitions[partition] = state
         watermark = Watermark(
             int(self.pipeline.allowed_lateness_s * 1000),
@@ -315,6 +324,13 @@ class ProcessingCore:
                 if windows is not None:
                     self.recovery.hand_back(WINDOWS, windows.snapshot())
             self._processed.pop((topic, partition), None)
+
+    def erase(self, users: Collection[str]) -> Step:
+        """Forget the state of ``users`` in every open partition (their later events are dropped as
+        long as they are in :attr:`erased`): nothing to publish, the deletions for the changelog."""
+        for state in self.partitions.values():
+            state.erase(users)
+        return Step([], self._record_changes(list(self.partitions)))
 
     def describe(self, now_ms: int) -> str:
         """One line per open partition for the worker's log: how far event time is behind the wall
@@ -377,8 +393,14 @@ class ProcessingCore:
         try:
             facts = decode_input(topic == self.names.interactions, message.key, message.value, message.offset)
         except InvalidInputError as exc:
+            if self.erased and named_user(message.value) in self.erased:
+                self.erased_events += 1  # a dead letter would keep a copy of an erased user's message
+                return
             self.invalid += 1
             publish.append(self._dead_letter(message, exc.reason, exc.error_type))
+            return
+        if facts.user_id in self.erased:
+            self.erased_events += 1  # forgotten: no state, no output, no dead letter (no copy of it)
             return
         created_ms = facts.created_ms
         if now_ms > 0 and (forged := event_time_error(created_ms, now_ms, self._max_skew_ms)) is not None:

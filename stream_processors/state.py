@@ -29,7 +29,7 @@ their ``event_id`` in the state.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -610,6 +610,45 @@ class PartitionState:
                 "FEEDBACKLOOP_PIPELINE__RETENTION_S)",
                 "orphan_feedback",
             )
+
+    def erase(self, users: Collection[str]) -> int:
+        """Forget everything of ``users`` (erased): their records, held sessions and feedback on
+        records they do not own; return how many records went. Nothing is emitted for them; the
+        deletions reach the changelog with the next :meth:`take_changes`."""
+        gone = 0
+        for record in list(self.records.values()):
+            x = record.interaction
+            if x is not None and x.user_id in users:
+                self._forget(record)
+                gone += 1
+                continue
+            theirs = [event_id for event_id, f in record.feedback.items() if f.user_id in users]
+            for event_id in theirs:
+                del record.feedback[event_id]
+            if theirs and x is None and not record.feedback and not record.regenerated_by:
+                self._forget(record)
+                gone += 1
+            elif theirs:
+                self._changed.add(record.interaction_id)
+        return gone
+
+    def _forget(self, record: Record) -> None:
+        interaction_id, session_id = record.interaction_id, record.session_id
+        del self.records[interaction_id]
+        self._changed.discard(interaction_id)
+        self._to_amend.discard(interaction_id)
+        self._deleted.add(interaction_id)
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.pop(interaction_id, None)
+            if not session:
+                del self.sessions[session_id]
+        held = self._late_pending.get(session_id)
+        if held is not None:
+            held.discard(interaction_id)
+            if not held:
+                del self._late_pending[session_id]
+                self._session_wall.pop(session_id, None)
 
     def snapshot(self) -> dict[str, bytes]:
         """Every record as its changelog entry (key, bytes): what the state is, all of it."""

@@ -2,7 +2,17 @@
 
 from sinks.clickhouse.backend import ClickHouseBackend
 from sinks.clickhouse.errors import classify
+from sinks.clickhouse.retention import RetentionChange, apply_retention
 from sinks.clickhouse.schema import Migration, migrate, migrations
 from sinks.clickhouse.writer import ClickHouseTableWriter
 
-__all__ = ["ClickHouseBackend", "ClickHouseTableWriter", "Migration", "classify", "migrate", "migrations"]
+__all__ = [
+    "ClickHouseBackend",
+    "ClickHouseTableWriter",
+    "Migration",
+    "RetentionChange",
+    "apply_retention",
+    "classify",
+    "migrate",
+    "migrations",
+]

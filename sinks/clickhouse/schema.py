@@ -8,6 +8,8 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
+from infra.settings import check_database_name
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -34,14 +36,15 @@ def migrations() -> list[Migration]:
 
 
 def migrate(client: Client, database: str) -> list[Migration]:
-    """Create ``database`` and apply the migrations it has not had yet; return those applied."""
+    """Create ``database`` and apply the migrations it has not had yet; return those applied.
+    ``database`` must be a plain identifier (``ValueError`` otherwise): it is put into the SQL."""
+    check_database_name(database)
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
         "ENGINE = MergeTree ORDER BY version"
     )
-    # database is an identifier checked by ClickHouseSettings' pattern, not user data
     applied_sql = f"SELECT version FROM {database}.schema_migrations"  # noqa: S608
     done = {row[0] for row in client.query(applied_sql).result_rows}
     applied = []

@@ -14,9 +14,15 @@ from infra.settings import ClickHouseSettings
 
 
 @pytest.fixture(scope="session")
-def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Client:
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The url of the session's embedded ClickHouse (for commands run in this process)."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def chdb_client(chdb_url: str) -> Client:
     """The session's embedded ClickHouse."""
-    return connect(ClickHouseSettings(url=f"chdb://{tmp_path_factory.mktemp('chdb')}"))
+    return connect(ClickHouseSettings(url=chdb_url))
 
 
 @pytest.fixture

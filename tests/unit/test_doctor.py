@@ -124,6 +124,7 @@ def test_a_migrated_database_passes_and_an_unmigrated_one_says_run_migrate(
         "migrations": Status.ok,
         "select permission": Status.ok,
         "insert permission": Status.ok,
+        "retention": Status.ok,
     }
     assert chdb_client.query(f"SELECT count() FROM {chdb_database}.interaction_outcomes").result_rows == [
         (0,)

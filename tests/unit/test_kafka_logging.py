@@ -13,7 +13,15 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from infra.kafka import LIBRDKAFKA_LOGGER, LibrdkafkaLog, client_config, librdkafka_transient
+from infra.kafka import (
+    AIOKAFKA_LOGGER,
+    LIBRDKAFKA_LOGGER,
+    AiokafkaOutageFilter,
+    LibrdkafkaLog,
+    client_config,
+    librdkafka_transient,
+    quiet_client_outages,
+)
 from infra.settings import KafkaSettings, ProducerSettings
 from producers.sender import loop as sender_loop
 from producers.sender.process import sender_config
@@ -131,3 +139,30 @@ def test_the_sender_demotes_an_outage_and_its_config_stays_json(caplog: pytest.L
     config = sender_config(KafkaSettings(), ProducerSettings()).to_dict()
     assert "logger" not in config["kafka_config"]
     assert json.loads(json.dumps(config))["kafka_config"]["bootstrap.servers"] == "127.0.0.1:9092"
+
+
+def test_aiokafka_outage_lines_are_demoted_and_summarised(caplog: pytest.LogCaptureFixture) -> None:
+    """Before: aiokafka (inside Faust) logged "Unable connect to node" at ERROR every 100 ms while a
+    broker was down."""
+    now = [0.0]
+    logger = logging.getLogger("aiokafka.test-outage")  # a child: the filter sits on the logger itself
+    logger.addFilter(AiokafkaOutageFilter(outage_warn_s=30, clock=lambda: now[0]))
+    caplog.set_level(logging.DEBUG, logger="aiokafka.test-outage")
+    for _ in range(400):  # 40 s of a line every 100 ms
+        logger.error("Unable connect to node with id %s: %s", 1, "[Errno 111] Connect call failed")
+        now[0] += 0.1
+    logger.error("Unexpected error in the coordinator")  # anything else keeps its level
+    levels = [r.levelno for r in caplog.records]
+    assert levels.count(logging.WARNING) == 1
+    assert levels.count(logging.ERROR) == 1
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.getMessage().startswith("no connection to Kafka for 30 s (300 similar lines")
+    assert "Unable connect to node with id 1" in warning.getMessage()
+    assert caplog.records[-1].getMessage() == "Unexpected error in the coordinator"
+
+
+def test_the_worker_installs_the_aiokafka_filter_once() -> None:
+    quiet_client_outages()
+    quiet_client_outages()
+    filters = logging.getLogger(AIOKAFKA_LOGGER).filters
+    assert sum(isinstance(f, AiokafkaOutageFilter) for f in filters) == 1

@@ -78,11 +78,37 @@ def test_the_watch_refuses_after_two_crowded_looks_in_a_row() -> None:
         said.append(message)
         done.set()
 
-    watch = SplitWatch(CHDB, refuse, interval_s=0.01, describe=describe).start()
+    watch = SplitWatch(CHDB, refuse, interval_s=0.01, grace_s=0, describe=describe).start()
     assert done.wait(5)
     watch.stop()
     assert len(said) == 1
     assert "1 other member(s)" in said[0]
+
+
+def test_the_watch_lets_a_ghost_leave_within_the_grace() -> None:
+    """A broker restart: the sink rejoins under a new member id while its old one lingers until its
+    session expires. Before, two crowded looks made the sink refuse and stop the worker."""
+    now = [0.0]
+    looks: list[list[GroupMember]] = [[THIS, OTHER]] * 5 + [[THIS]] * 3 + [[THIS, OTHER]] * 12
+
+    def describe(_kafka: KafkaSettings, _group: str) -> list[GroupMember] | None:
+        now[0] += 2.0
+        return looks.pop(0) if looks else [THIS, OTHER]
+
+    said: list[str] = []
+    done = threading.Event()
+
+    def refuse(message: str) -> None:
+        said.append(message)
+        done.set()
+
+    watch = SplitWatch(CHDB, refuse, interval_s=0.001, grace_s=11, describe=describe, clock=lambda: now[0])
+    watch.start()
+    assert done.wait(5)
+    watch.stop()
+    # Crowded for 8 s (5 looks), alone, then crowded for good: refused once it lasted 11 s, not before.
+    assert len(said) == 1
+    assert now[0] == 2.0 * (5 + 3 + 7)
 
 
 def test_the_watch_does_nothing_for_a_sink_on_a_server() -> None:
