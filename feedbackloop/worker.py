@@ -101,10 +101,11 @@ def run_sink(settings: Settings) -> int:
     """Run the sink (its backend: ``sink.backend``) until SIGINT/SIGTERM; return the exit code.
 
     A sink on embedded ClickHouse refuses to share its consumer group (``sinks.guard``): before it
-    starts, and while it runs. It then exits with ``SPLIT_EXIT_CODE``.
+    starts, and while it runs. It then exits with ``SPLIT_EXIT_CODE``. A sink whose Kafka client is
+    stuck exits with ``STALL_EXIT_CODE`` for its supervisor to restart it.
     """
     from sinks.guard import SPLIT_EXIT_CODE, SplitError, SplitWatch, check_alone
-    from sinks.runner import Sink
+    from sinks.runner import STALL_EXIT_CODE, Sink, SinkStalledError
 
     try:
         check_alone(settings)
@@ -127,6 +128,9 @@ def run_sink(settings: Settings) -> int:
     settle_gc()
     try:
         sink.run()
+    except SinkStalledError as exc:
+        log.error("%s", exc)
+        return STALL_EXIT_CODE
     finally:
         watch.stop()
     if split:

@@ -217,6 +217,14 @@ class SinkSettings(BaseModel):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Serve the sink's Prometheus metrics on this port (0: do not)."
     )
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A sink that has read nothing for this long while its group is behind on a partition "
+        "it owns (and the backend is up) exits non-zero, committing nothing it did not write, so its "
+        "supervisor restarts it with fresh Kafka clients: a client stuck after a broker restart is "
+        "said and healed instead of stalling silently.",
+    )
     fault_file: Path | None = Field(
         None,
         description="Outage drill: while this file holds a UNIX time in the future, every write fails "

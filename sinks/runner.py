@@ -43,13 +43,14 @@ from pydantic import ValidationError
 
 from infra.erasures import ErasureLog
 from infra.groups import sink_group_id
-from infra.kafka import client_config
+from infra.kafka import GroupLag, KafkaUnavailableError, client_config, group_lag
 from infra.output_producer import OutputProducer
 from infra.settings import Settings
 from schemas import DeadLetter, to_epoch_ms, topics
 from schemas.erasure import named_user
 from schemas.events import event_time_error
 from sinks.batch import Pending, TableBuffer
+from sinks.guard import embedded
 from sinks.offsets import OffsetLedger, Partition
 from sinks.protocol import Fault, SinkBackend
 from sinks.registry import create_backend
@@ -60,6 +61,15 @@ log = logging.getLogger(__name__)
 
 #: How often the counters are logged and written to the stats file while nothing changes.
 REPORT_INTERVAL_S = 10.0
+#: Exit code of a sink that stopped because its Kafka client was stuck (restart it).
+STALL_EXIT_CODE = 4
+#: How often a sink that reads nothing asks the broker whether it should have (see SinkStalledError).
+STALL_CHECK_INTERVAL_S = 10.0
+
+
+class SinkStalledError(RuntimeError):
+    """The sink's consumer reads nothing although its group is behind on partitions it owns: a Kafka
+    client left stuck (seen after a broker restart). The sink exits so that it restarts with new ones."""
 
 
 def sink_topics(settings: Settings) -> list[str]:
@@ -86,6 +96,12 @@ def _of(user_of: Callable[[list[Any]], str | None], users: set[str]) -> Callable
 
 def _partition(message: Message) -> Partition:
     return (message.topic() or "", message.partition() or 0)
+
+
+def waiting(owned: set[Partition], lag: GroupLag) -> dict[Partition, int]:
+    """Messages past the group's committed offset, per partition of ``owned`` that has any."""
+    behind = {tp: end - max(lag.committed.get(tp, 0), 0) for tp, end in lag.end_offsets.items()}
+    return {tp: n for tp, n in behind.items() if n > 0 and tp in owned}
 
 
 class Sink:
@@ -120,6 +136,7 @@ class Sink:
         self._delay = settings.sink.retry_initial_s
         self._next_attempt = 0.0
         self._last_status_log = 0.0
+        self._last_read = self._last_stall_check = time.monotonic()
         self._producer = OutputProducer(settings.kafka)
         self._consumer = Consumer(
             client_config(
@@ -211,9 +228,11 @@ class Sink:
     def _loop(self) -> None:
         last_flush = last_report = time.monotonic()
         while not self._stop.is_set():
-            for message in self._consumer.consume(num_messages=10_000, timeout=0.1):
+            messages = self._consumer.consume(num_messages=10_000, timeout=0.1)
+            for message in messages:
                 self._take(message)
             self._follow_erasures()
+            self._check_not_stalled(bool(messages))
             if self._repause:
                 self._repause = False
                 if self._paused:
@@ -239,6 +258,39 @@ class Sink:
             if now - last_report >= REPORT_INTERVAL_S:
                 self._report()
                 last_report = now
+
+    def _check_not_stalled(self, read: bool) -> None:
+        """Raise :class:`SinkStalledError` when nothing was read for ``sink.stall_timeout_s`` although the
+        group is behind on a partition this sink owns. Asked with fresh clients (:func:`group_lag`), not
+        this consumer's own, which is the one that may be stuck; not while paused, when reading nothing
+        is the point, nor when the broker cannot be asked."""
+        now = time.monotonic()
+        if read or self._paused:
+            self._last_read = now
+            return
+        if now - self._last_read < self.settings.sink.stall_timeout_s:
+            return
+        if now - self._last_stall_check < STALL_CHECK_INTERVAL_S:
+            return
+        self._last_stall_check = now
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        # No assignment: normal for one of more sinks than partitions (on a server), but a sink on chdb
+        # is alone in its group (sinks/guard.py), so for it everything waiting is its own.
+        alone = embedded(self.settings)
+        if not owned and not alone:
+            return
+        try:
+            lag = group_lag(self.settings.kafka, sink_group_id(self.settings), self._specs, 10.0)
+        except (KafkaUnavailableError, KafkaException) as exc:
+            log.info("sink read nothing for %.0f s; no answer why: %s", now - self._last_read, exc)
+            return
+        if behind := waiting(owned or set(lag.end_offsets), lag):
+            where = ", ".join(f"{t}[{p}]: {n}" for (t, p), n in sorted(behind.items())[:8])
+            raise SinkStalledError(
+                f"the sink read nothing for {now - self._last_read:.0f} s while {sum(behind.values())} "
+                f"messages wait on partitions it owns ({where}); exiting so that it restarts with new "
+                "Kafka clients (FEEDBACKLOOP_SINK__STALL_TIMEOUT_S)"
+            )
 
     def _finish(self) -> None:
         """On stop: one last write (no waiting for an unavailable backend), then commit what it holds."""
