@@ -57,11 +57,14 @@ experiments: $(STAMP) ## Running prompt experiments and their latest decisions
 alerts: $(STAMP) ## Follow the quality regression alerts as they are raised and resolved
 	$(FL) alerts tail
 
-bench: $(STAMP) ## Throughput and latency figures of the pipeline (prints them)
-	$(FL) bench
+bench: $(STAMP) ## Throughput, scale-out, latency, the naive peer and the compute ceiling (JSON: ARGS=--json)
+	$(FL) bench $(ARGS)
+
+soak: $(STAMP) ## 10 minutes at half the measured capacity: RSS and consumer lag every 10 s
+	$(FL) bench --soak $(ARGS)
 
 clean: ## Remove local state (chdb data, broker data) — not the jar cache
 	-$(FL) stack down
 	rm -rf .feedbackloop
 
-.PHONY: help install jars stack-up stack-down demo test unit lint format report experiments alerts bench clean
+.PHONY: help install jars stack-up stack-down demo test unit lint format report experiments alerts bench soak clean

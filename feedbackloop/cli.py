@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -207,33 +207,102 @@ def schemas_cmd() -> None:
         console.print(f"wrote {path}")
 
 
+def _broker_for_bench(settings: Settings) -> None:
+    """Use the broker that answers at the configured bootstrap servers; start the local one only if
+    none does (a second broker on the same port would fail, and a shared one must not be touched).
+
+    The application's own topics are left alone: every phase creates topics of its own namespace,
+    with the partitions asked for (``--partitions`` must not meet the existing topics' count)."""
+    from infra.kafka import KafkaUnavailableError, wait_for_broker
+
+    try:
+        wait_for_broker(settings.kafka, timeout_s=3.0)
+    except KafkaUnavailableError:
+        try:
+            localstack.up(settings.stack, settings.kafka)
+        except localstack.StackError as exc:
+            fail(str(exc))
+
+
 @app.command("bench")
 def bench_cmd(
     interactions: Annotated[int, typer.Option(help="Interactions in the generated workload.")] = 40_000,
     rate: Annotated[
         float, typer.Option(help="Events/s of the steady stream that latency is measured on.")
     ] = 1000,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions of every topic (default: FEEDBACKLOOP_KAFKA__PARTITIONS).")
+    ] = None,
+    naive: Annotated[bool, typer.Option(help="Run the naive peer on the same workload.")] = True,
+    scale_out: Annotated[
+        bool, typer.Option(help="Run two processor processes and a sink on the same workload.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON (stable keys).")] = False,
+    soak: Annotated[
+        bool, typer.Option(help="Instead: a steady load for --soak-minutes, RSS and lag sampled every 10 s.")
+    ] = False,
+    soak_minutes: Annotated[float, typer.Option(help="How long the soak runs.")] = 10.0,
+    soak_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Events/s of the soak (default: half the capacity a short throughput run measures)."
+        ),
+    ] = None,
 ) -> None:
-    """Measure the pipeline end to end on the local broker and chdb, and its compute ceiling."""
-    from feedbackloop.bench import run_pipeline_bench
+    """Measure the pipeline end to end on the local broker and chdb, beside the naive peer, and its
+    compute ceiling; or (--soak) hold a steady load and watch memory and lag."""
+    import json
+
+    from feedbackloop.bench import prepare, run_pipeline_bench, run_soak, throughput
 
     settings = load_settings()
-    try:
-        localstack.up(settings.stack, settings.kafka)
-    except localstack.StackError as exc:
-        fail(str(exc))
-    with console.status(f"benchmarking the pipeline with {interactions:,} interactions ..."):
-        figures = run_pipeline_bench(settings, interactions, rate)
-    table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark (1 worker process)")
-    for name, value in figures.items():
-        if name == "latency":
-            for stage, numbers in value.items():
-                table.add_row(
-                    f"publish -> visible, {stage}", f"p50 {numbers['p50_ms']} ms, p99 {numbers['p99_ms']} ms"
+    # Before --partitions: a local stack started here creates the application's topics as configured.
+    _broker_for_bench(settings)
+    if partitions is not None:
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"partitions": partitions})}
+        )
+    if soak:
+        if soak_rate is None:
+            with console.status("measuring capacity (10,000 interactions) ..."):
+                capacity = throughput(settings, prepare(10_000))["end_to_end_events_per_s"]
+            soak_rate = capacity / 2
+            console.print(f"capacity {capacity:,} events/s: soaking at {soak_rate:,.0f} events/s")
+
+        def show(sample: Any) -> None:
+            if not as_json:
+                console.print(
+                    f"{sample.at_s:6.0f}s  processor RSS {sample.processor_rss_mb:7.1f} MB  sink RSS "
+                    f"{sample.sink_rss_mb:7.1f} MB  lag {sample.processor_lag:6,} / {sample.sink_lag:6,}  "
+                    f"published {sample.published:,}"
                 )
+
+        figures = run_soak(settings, soak_rate, soak_minutes, on_sample=show)
+    else:
+        with console.status(f"benchmarking the pipeline with {interactions:,} interactions ...") as status:
+            figures = run_pipeline_bench(
+                settings, interactions, rate, naive=naive, scale=scale_out,
+                on_phase=lambda phase: status.update(f"benchmarking: {phase} ..."),
+            )  # fmt: skip
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    table = Table("figure", "value", box=box.SIMPLE_HEAVY, title="pipeline benchmark")
+    for name, value in figures.items():
+        if name == "samples":
+            continue
+        if isinstance(value, dict):
+            for key, item in value.items():
+                table.add_row(f"{name}: {key}", _figure(item))
         else:
-            table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+            table.add_row(name, _figure(value))
     console.print(table)
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def main() -> None:

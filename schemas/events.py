@@ -7,8 +7,9 @@ do not coerce types (``"12"`` is not an int). JSON on the wire is UTF-8; the mes
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal, Self
 from uuid import UUID
@@ -44,6 +45,41 @@ def format_ms(epoch_ms: int) -> str:
         _MINUTE_PREFIX[minutes] = prefix
     seconds, millis = divmod(millis, 1000)
     return f"{prefix}{seconds:02d}.{millis:03d}Z"
+
+
+_MINUTE_MS: dict[str, int] = {}
+_CANONICAL_MINUTE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):")
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def parse_canonical_ms(text: str) -> int | None:
+    """Epoch milliseconds of a timestamp in the form :func:`format_ms` writes
+    (``2026-11-26T10:00:00.123Z``) within the contract's bounds, else None (not that form: let the
+    model parse it). Its inverse; what the models accept in that form they accept unchanged."""
+    if len(text) != 24 or text[19] != "." or text[23] != "Z":
+        return None
+    seconds, millis = text[17:19], text[20:23]
+    if not _ASCII_DIGITS.issuperset(seconds) or not _ASCII_DIGITS.issuperset(millis) or seconds > "59":
+        return None
+    prefix = text[:17]
+    minute_ms = _MINUTE_MS.get(prefix)
+    if minute_ms is None:
+        match = _CANONICAL_MINUTE.fullmatch(prefix)
+        if match is None or not match.group(0).isascii():
+            return None
+        try:
+            year, month, day, hour, minute = (int(g) for g in match.groups())
+            moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
+        except ValueError:  # 2026-02-30 and the like
+            return None
+        minute_ms = round(moment.timestamp() * 1000)
+        if len(_MINUTE_MS) >= 65_536:
+            _MINUTE_MS.clear()
+        _MINUTE_MS[prefix] = minute_ms
+    epoch_ms = minute_ms + int(seconds) * 1000 + int(millis)
+    if not EVENT_TIME_FLOOR_MS <= epoch_ms <= EVENT_TIME_CEILING_MS:
+        return None
+    return epoch_ms
 
 
 def to_epoch_ms(value: datetime) -> int:

@@ -1,14 +1,20 @@
 """Pure mapping from topic messages to ClickHouse rows, one table per topic.
 
 Every message is validated against the contract before it becomes a row; a message that does
-not validate is reported (it never reaches ClickHouse half-right).
+not validate is reported (it never reaches ClickHouse half-right). Where the contract model allows
+(``schemas.codec``), the common form is decoded by a msgspec struct derived from the model, and its
+row holds ids as text and timestamps as epoch milliseconds — what the ClickHouse client writes with
+no conversion per value (every timestamp column is ``DateTime64(3)``); a message in another form is
+validated by the model and its row takes the same representation, so a column never mixes types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -24,8 +30,10 @@ from schemas import (
     PromptVersionMetrics,
     RegressionAlert,
     SupportTicket,
+    to_epoch_ms,
     topics,
 )
+from schemas.codec import FastDecoder
 
 
 @dataclass(frozen=True)
@@ -42,12 +50,39 @@ def _fields(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> tuple[str,
     return tuple(name for name in model.model_fields if name not in exclude)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return to_epoch_ms(value)
+    return value
+
+
 def _row_maker(model: type[BaseModel], columns: tuple[str, ...]) -> Callable[[bytes], list[Any]]:
     validate = model.model_validate_json
+    try:
+        fast = FastDecoder(model)
+    except TypeError:  # a model the deriver cannot mirror: the model alone, its own value types
+
+        def to_row_by_model(value: bytes) -> list[Any]:
+            event = validate(value)
+            return [getattr(event, c) for c in columns]
+
+        return to_row_by_model
+    decode = fast.decode
+    stamped = [(columns.index(name), n) for n, name in enumerate(fast.timestamps) if name in columns]
 
     def to_row(value: bytes) -> list[Any]:
-        event = validate(value)
-        return [getattr(event, c) for c in columns]
+        decoded = decode(value)
+        if decoded is None:
+            event = validate(value)
+            return [_plain(getattr(event, c)) for c in columns]
+        obj, stamps = decoded
+        row = [getattr(obj, c) for c in columns]
+        for index, n in stamped:
+            ms = stamps[n]
+            row[index] = ms if ms >= 0 else None
+        return row
 
     return to_row
 

@@ -365,10 +365,11 @@ class Sink:
                 self._buffers[spec.table].add(row, message)
         self._ledger.read(_partition(message), message.offset() or 0)
 
-    def _timely(self, created_at: datetime) -> bool:
-        """Whether a raw event's time is one the processors accept (the same bounds, the wall clock)."""
+    def _timely(self, created_at: datetime | int) -> bool:
+        """Whether a raw event's time (a datetime or epoch ms, as its row holds it) is one the
+        processors accept (the same bounds, the wall clock)."""
         now_ms = int(time.time() * 1000)
-        created_ms = to_epoch_ms(created_at)
+        created_ms = created_at if isinstance(created_at, int) else to_epoch_ms(created_at)
         return now_ms - self._late_horizon_ms <= created_ms <= now_ms + self._future_skew_ms
 
     def _follow_erasures(self) -> None:
@@ -399,9 +400,11 @@ class Sink:
         self._to_erase.clear()
         return None
 
-    def _ahead(self, created_at: datetime) -> str | None:
-        """Why an event dated ``created_at`` is too far ahead of the wall clock, or None."""
-        return event_time_error(to_epoch_ms(created_at), int(time.time() * 1000), self._future_skew_ms)
+    def _ahead(self, created_at: datetime | int) -> str | None:
+        """Why an event dated ``created_at`` (a datetime or epoch ms, as its row holds it) is too far
+        ahead of the wall clock, or None."""
+        created_ms = created_at if isinstance(created_at, int) else to_epoch_ms(created_at)
+        return event_time_error(created_ms, int(time.time() * 1000), self._future_skew_ms)
 
     def _buffered(self) -> int:
         return sum(len(b) for b in self._buffers.values())

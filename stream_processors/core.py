@@ -35,10 +35,10 @@ import orjson
 
 from infra.groups import contributions_topic
 from infra.settings import PipelineSettings, Settings
-from schemas import DeadLetter, to_epoch_ms, topics
+from schemas import DeadLetter, topics
 from schemas.erasure import named_user
 from schemas.events import event_time_error
-from stream_processors.decode import InvalidInputError, apply_event, decode_input
+from stream_processors.decode import InvalidInputError, apply_facts, decode_input
 from stream_processors.state import Emit, LostEvent, PartitionState
 from stream_processors.watermark import Watermark
 from stream_processors.windows import WindowState
@@ -265,7 +265,7 @@ class ProcessingCore:
 
     def _open(self, partition: int, now_ms: int) -> PartitionState:
         state = PartitionState.restore(partition, self.pipeline, self.recovery.recovered(RECORDS), now_ms)
-        restored = [str(i) for i in state.records]
+        restored = list(state.records)
         if self.erased:
             state.erase(self.erased)  # recovered from a changelog that has not seen the erasure
         # From here on the partition's state lives in the core; the source's copy would double the
@@ -391,7 +391,7 @@ class ProcessingCore:
     ) -> None:
         topic = message.topic
         try:
-            event = decode_input(topic == self.names.interactions, message.key, message.value)
+            facts = decode_input(topic == self.names.interactions, message.key, message.value, message.offset)
         except InvalidInputError as exc:
             if self.erased and named_user(message.value) in self.erased:
                 self.erased_events += 1  # a dead letter would keep a copy of an erased user's message
@@ -399,17 +399,17 @@ class ProcessingCore:
             self.invalid += 1
             publish.append(self._dead_letter(message, exc.reason, exc.error_type))
             return
-        if event.user_id in self.erased:
+        if facts.user_id in self.erased:
             self.erased_events += 1  # forgotten: no state, no output, no dead letter (no copy of it)
             return
-        created_ms = to_epoch_ms(event.created_at)
+        created_ms = facts.created_ms
         if now_ms > 0 and (forged := event_time_error(created_ms, now_ms, self._max_skew_ms)) is not None:
             # A forged or broken clock never moves event time: no watermark, no window, no outcome.
             self.future += 1
             publish.append(self._dead_letter(message, forged, "future_event_time"))
             return
         self.watermarks[state.partition].observe(topic, created_ms, now_ms)
-        caused = apply_event(state, event, created_ms, message.offset, now_ms)
+        caused = apply_facts(state, facts, now_ms)
         if not caused:
             return
         # What an event caused keeps the event's publish time, so latency is measurable end to end.
@@ -418,7 +418,7 @@ class ProcessingCore:
         for item in caused:
             if isinstance(item, Emit):
                 publish.append((topic_of[item.kind], item.key.encode(), item.value, None, stamp))
-            elif item.feedback is not None and item.feedback.event_id != event.event_id:
+            elif item.feedback is not None and item.feedback.event_id != facts.event_id:
                 # Feedback read earlier that the interaction now disowns: its own message, from state.
                 letter = self._lost(item)
                 if letter is not None:
@@ -452,9 +452,9 @@ class ProcessingCore:
                 continue
             upserts, deleted = state.take_changes()
             for interaction_id, value in upserts.items():
-                append(_new(ChangelogWrite, (RECORDS, partition, str(interaction_id).encode(), value)))
+                append(_new(ChangelogWrite, (RECORDS, partition, interaction_id.encode(), value)))
             for interaction_id in deleted:
-                append(_new(ChangelogWrite, (RECORDS, partition, str(interaction_id).encode(), None)))
+                append(_new(ChangelogWrite, (RECORDS, partition, interaction_id.encode(), None)))
         return changes
 
     def _dead_letter(self, message: InputMessage, reason: str, error: str) -> Pending:

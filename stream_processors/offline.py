@@ -94,6 +94,10 @@ class OfflinePipeline:
         if len(self._pending) >= self.batch:
             self._process_pending()
 
+    def flush(self) -> None:
+        """Process what is pending (a partial batch)."""
+        self._process_pending()
+
     def finish(self) -> None:
         """Process what is pending, then jump the wall clock past every window with all inputs read."""
         self._process_pending()

@@ -32,7 +32,6 @@ import heapq
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from uuid import UUID
 
 import orjson
 
@@ -76,12 +75,12 @@ class LostEvent:
 class Record:
     """Everything known about one interaction id."""
 
-    interaction_id: UUID
+    interaction_id: str
     session_id: str
     first_seen_ms: int
     interaction: Interaction | None = None
-    feedback: dict[UUID, Feedback] = field(default_factory=dict)
-    regenerated_by: dict[UUID, int] = field(default_factory=dict)
+    feedback: dict[str, Feedback] = field(default_factory=dict)
+    regenerated_by: dict[str, int] = field(default_factory=dict)
     settled: bool = False
     emitted_version: int = 0
     #: Created behind the watermark: settles when its session goes quiet, expires on wall-clock time too.
@@ -106,12 +105,11 @@ class Record:
                 "settled": self.settled,
                 "v": self.emitted_version,
                 **({"late": True} if self.late else {}),
-            },
-            option=orjson.OPT_NON_STR_KEYS,
+            }
         )
 
     @classmethod
-    def decode(cls, interaction_id: UUID, data: bytes) -> tuple[int, Record]:
+    def decode(cls, interaction_id: str, data: bytes) -> tuple[int, Record]:
         """Inverse of :meth:`encode`: the partition and the record."""
         raw = orjson.loads(data)
         feedback = [Feedback.from_state(f) for f in raw["f"]]
@@ -121,7 +119,7 @@ class Record:
             first_seen_ms=raw["t0"],
             interaction=Interaction.from_state(raw["i"]) if raw["i"] is not None else None,
             feedback={f.event_id: f for f in feedback},
-            regenerated_by={UUID(child): at for child, at in raw["r"].items()},
+            regenerated_by=raw["r"],
             settled=raw["settled"],
             emitted_version=raw["v"],
             late=raw.get("late", False),
@@ -167,22 +165,22 @@ class PartitionState:
         #: horizon: what a session's later events take to arrive when the watermark ran ahead of it
         #: (another session's newer events in the same batch, a topic read ahead of the other).
         self.expire_grace_ms = self.expire_grace(pipeline)
-        self.records: dict[UUID, Record] = {}
-        self.sessions: dict[str, dict[UUID, Interaction]] = {}
+        self.records: dict[str, Record] = {}
+        self.sessions: dict[str, dict[str, Interaction]] = {}
         self.watermark_ms = 0
         #: The latest wall-clock reading passed in (epoch ms).
         self.now_ms = 0
         self.counters = Counters()
-        self._settle_heap: list[tuple[int, UUID]] = []
-        self._expire_heap: list[tuple[int, UUID]] = []
+        self._settle_heap: list[tuple[int, str]] = []
+        self._expire_heap: list[tuple[int, str]] = []
         #: Late records expire on wall-clock time too: (wall deadline, id).
-        self._expire_wall_heap: list[tuple[int, UUID]] = []
+        self._expire_wall_heap: list[tuple[int, str]] = []
         #: Late records waiting for their session to go quiet, and each such session's last input (wall).
-        self._late_pending: dict[str, set[UUID]] = {}
+        self._late_pending: dict[str, set[str]] = {}
         self._session_wall: dict[str, int] = {}
-        self._changed: set[UUID] = set()
-        self._deleted: set[UUID] = set()
-        self._to_amend: set[UUID] = set()
+        self._changed: set[str] = set()
+        self._deleted: set[str] = set()
+        self._to_amend: set[str] = set()
 
     @staticmethod
     def expire_grace(pipeline: PipelineSettings) -> int:
@@ -203,8 +201,7 @@ class PartitionState:
         ``now_ms`` is the wall clock, from which held late records count again."""
         state = cls(partition, pipeline)
         state.now_ms = now_ms
-        for key, data in records:
-            interaction_id = UUID(key)
+        for interaction_id, data in records:
             owner, record = Record.decode(interaction_id, data)
             if owner != partition:
                 continue
@@ -258,7 +255,7 @@ class PartitionState:
         self._late_pending.setdefault(record.session_id, set()).add(record.interaction_id)
         self._session_wall[record.session_id] = self.now_ms
 
-    def _new_record(self, interaction_id: UUID, session_id: str, anchor_ms: int) -> Record:
+    def _new_record(self, interaction_id: str, session_id: str, anchor_ms: int) -> Record:
         record = Record(interaction_id, session_id, anchor_ms, touched_wall_ms=self.now_ms)
         if self._is_behind(anchor_ms):
             record.late = True
@@ -531,7 +528,7 @@ class PartitionState:
                 if record is not None and record.interaction is not None and not record.settled:
                     self._settle(record, out)
 
-    def _expire_if_due(self, interaction_id: UUID, out: list[Emit | LostEvent]) -> None:
+    def _expire_if_due(self, interaction_id: str, out: list[Emit | LostEvent]) -> None:
         """Expire a record once event time has passed its horizon and wall-clock time has passed the
         grace (for a late record: ``retention``) since it was last touched; else look again then."""
         record = self.records.get(interaction_id)
@@ -655,7 +652,7 @@ class PartitionState:
 
     def snapshot(self) -> dict[str, bytes]:
         """Every record as its changelog entry (key, bytes): what the state is, all of it."""
-        return {str(i): record.encode(self.partition) for i, record in self.records.items()}
+        return {i: record.encode(self.partition) for i, record in self.records.items()}
 
     def held_sessions(self) -> list[str]:
         """Late sessions whose records wait for the session to go quiet."""
@@ -663,7 +660,7 @@ class PartitionState:
 
     # ----------------------------------------------------------------- changes
 
-    def take_changes(self) -> tuple[dict[UUID, bytes], set[UUID]]:
+    def take_changes(self) -> tuple[dict[str, bytes], set[str]]:
         """Records to write to the changelog (encoded) and ids to delete; resets the change set."""
         upserts = {i: self.records[i].encode(self.partition) for i in self._changed if i in self.records}
         deleted = self._deleted

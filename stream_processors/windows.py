@@ -1,9 +1,11 @@
 """Tumbling windows of outcome contributions per (prompt_version, model, input_category).
 
 A window keeps each member interaction's latest contribution (highest version), so amendments
-replace rather than add, and replays change nothing. Its aggregate is recomputed from the members
-whenever they change; the aggregate's version is the sum of the members' versions, which grows
-with every change and is the same for the same final membership.
+replace rather than add, and replays change nothing. Its aggregate is kept up to date as members
+come and change (:class:`RunningAggregate`: a member's old contribution is taken out, its new one put
+in), so a change costs the same in a window of ten members as in one of a million; it equals
+:func:`aggregate_window` over the members. The aggregate's version is the sum of the members'
+versions, which grows with every change and is the same for the same final membership.
 
 Windows are kept ``retention`` of event time behind the newest one. A contribution to a window
 further back that this partition never had (a late session's, e.g. a day old) opens it: it is then
@@ -19,6 +21,7 @@ amended in ``interaction_outcomes``.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -75,12 +78,94 @@ def aggregate_window(
         out[metric] = sum(1 for r in rows if r[flag])
     for signal, sum_metric, mean_metric in _NUMBERS:
         values = [v for r in rows if (v := r[signal]) is not None]
-        total = sum(values)
+        total = _total(values)
         if sum_metric is not None:
             out[sum_metric] = total
         if mean_metric is not None:
             out[mean_metric] = total / len(values) if values else None
     return out
+
+
+def _total(values: Iterable[int | float]) -> int | float:
+    """Exact sum: integers as integers, floats correctly rounded whatever their order (so a window
+    reached through amendments and replays sums to the same bits as one built in one go)."""
+    ints = 0
+    floats = []
+    for value in values:
+        if isinstance(value, float):
+            floats.append(value)
+        else:
+            ints += value
+    return math.fsum([ints, *floats]) if floats else ints
+
+
+class RunningAggregate:
+    """One window's aggregate, updated member by member (see the module docstring)."""
+
+    __slots__ = ("counts", "first", "latencies", "numbers", "users", "version")
+
+    def __init__(self, first: Mapping[str, Any]) -> None:
+        self.first = first
+        self.version = 0
+        self.users: dict[str, int] = {}
+        self.latencies: list[int] = []
+        self.counts = [0] * len(_COUNTS)
+        #: Per summed or averaged signal: member id -> its value (members without one are absent).
+        self.numbers: list[dict[str, int | float]] = [{} for _ in _NUMBERS]
+
+    def add(self, member: str, contribution: Mapping[str, Any], sign: int) -> None:
+        """Put a member's contribution in (``sign`` 1) or take it out (-1)."""
+        self.version += sign * contribution["version"]
+        user = contribution["user_id"]
+        left = self.users.get(user, 0) + sign
+        if left:
+            self.users[user] = left
+        else:
+            del self.users[user]
+        latency = contribution["response_time_ms"]
+        if sign > 0:
+            insort(self.latencies, latency)
+        else:
+            del self.latencies[bisect_left(self.latencies, latency)]
+        counts = self.counts
+        for index, (_, flag) in enumerate(_COUNTS):
+            if contribution[flag]:
+                counts[index] += sign
+        for values, (signal, _, _) in zip(self.numbers, _NUMBERS, strict=True):
+            value = contribution[signal]
+            if value is None:
+                continue
+            if sign > 0:
+                values[member] = value
+            else:
+                del values[member]
+
+    def emit(self, window_start_ms: int, window_ms: int) -> dict[str, Any]:
+        """The ``PromptVersionMetrics`` fields, JSON-ready, as :func:`aggregate_window` gives them."""
+        first = self.first
+        latencies = self.latencies
+        out: dict[str, Any] = {
+            "schema_version": 1,
+            "window_start": format_ms(window_start_ms),
+            "window_end": format_ms(window_start_ms + window_ms),
+            "prompt_version": first["prompt_version"],
+            "model": first["model"],
+            "input_category": first["input_category"],
+            "version": self.version,
+            "interactions": len(latencies),
+            "distinct_users": len(self.users),
+            "response_time_mean_ms": sum(latencies) / len(latencies),
+            "response_time_p95_ms": nearest_rank(latencies, 0.95),
+        }
+        for (metric, _), count in zip(_COUNTS, self.counts, strict=True):
+            out[metric] = count
+        for values, (_, sum_metric, mean_metric) in zip(self.numbers, _NUMBERS, strict=True):
+            total = _total(values.values())
+            if sum_metric is not None:
+                out[sum_metric] = total
+            if mean_metric is not None:
+                out[mean_metric] = total / len(values) if values else None
+        return out
 
 
 class WindowState:
@@ -105,6 +190,7 @@ class WindowState:
         self.linger_ms = linger_ms
         self.grace_ms = grace_ms
         self.windows: dict[str, dict[str, dict[str, Any]]] = {}
+        self._aggregates: dict[str, RunningAggregate] = {}
         self.latest_start_ms = 0
         self.late_dropped = 0
         #: The latest wall-clock reading passed in (epoch ms).
@@ -149,6 +235,7 @@ class WindowState:
                 state._tombstones[window] = raw["x"]
                 continue
             state.windows.setdefault(window, {})[interaction_id] = raw["c"]
+            state._aggregate(window, raw["c"]).add(interaction_id, raw["c"], 1)
             state.latest_start_ms = max(state.latest_start_ms, raw["c"]["window_start_ms"])
         horizon = state.latest_start_ms - retention_ms
         for window, window_members in state.windows.items():
@@ -172,23 +259,33 @@ class WindowState:
             self._late.add(window)
         self._touched[window] = self.now_ms
         members = self.windows.setdefault(window, {})
-        current = members.get(contribution["interaction_id"])
+        member_id = contribution["interaction_id"]
+        current = members.get(member_id)
         if current is not None and current["version"] >= contribution["version"]:
             return
-        members[contribution["interaction_id"]] = contribution
+        aggregate = self._aggregate(window, contribution)
+        if current is not None:
+            aggregate.add(member_id, current, -1)
+        aggregate.add(member_id, contribution, 1)
+        members[member_id] = contribution
         self.latest_start_ms = max(self.latest_start_ms, start)
         self._changed_windows.add(window)
         member = (window, contribution["interaction_id"])
         self._changed_members.add(member)
         self._deleted_members.discard(member)
 
+    def _aggregate(self, window: str, contribution: Mapping[str, Any]) -> RunningAggregate:
+        aggregate = self._aggregates.get(window)
+        if aggregate is None:
+            aggregate = self._aggregates[window] = RunningAggregate(contribution)
+        return aggregate
+
     def emissions(self) -> list[tuple[str, dict[str, Any]]]:
         """The aggregate of every window changed since the last call, keyed by window."""
         out = []
         for window in sorted(self._changed_windows):
-            members = self.windows[window]
-            start = next(iter(members.values()))["window_start_ms"]
-            out.append((window, aggregate_window(start, self.window_ms, members.values())))
+            aggregate = self._aggregates[window]
+            out.append((window, aggregate.emit(aggregate.first["window_start_ms"], self.window_ms)))
         self._changed_windows = set()
         return out
 
@@ -209,6 +306,7 @@ class WindowState:
                 continue
             self._late.discard(window)
             self._touched.pop(window, None)
+            self._aggregates.pop(window, None)
             for interaction_id in self.windows.pop(window):
                 member = (window, interaction_id)
                 self._changed_members.discard(member)

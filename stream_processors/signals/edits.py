@@ -307,21 +307,50 @@ class _Span:
     end: int
 
 
+#: A word's normalized forms: (away from a sentence start, at one), each with its length before lower
+#: casing (what the fragment's cut counts). Words repeat across edits; matching three patterns per
+#: word each time was most of an edit's cost.
+_WordForms = tuple[str, int, str, int]
+_FORMS: dict[str, _WordForms] = {}
+_FORMS_MAX = 200_000
+
+
+def _word_forms(word: str) -> _WordForms:
+    forms = _FORMS.get(word)
+    if forms is None:
+        if match := _PLACEHOLDER.match(word):
+            inside = at_start = "<name>" + match.group(2)
+        elif match := _NUMBER.match(word):
+            inside = at_start = "<num>" + match.group(2)
+        elif match := _NAME.match(word):
+            inside, at_start = "<name>" + match.group(2), word  # a capital that starts a sentence is no name
+        else:
+            inside = at_start = word
+        forms = (inside.lower(), len(inside), at_start.lower(), len(at_start))
+        if len(_FORMS) >= _FORMS_MAX:
+            _FORMS.clear()
+        _FORMS[word] = forms
+    return forms
+
+
 def _normalize(span: _Span, placeholders: bool) -> str:
     words = []
     length = 0
+    limit = MAX_FRAGMENT_CHARS + 64
     for index in range(span.start, span.end):
         word = span.words[index]
         if placeholders:
-            if match := _PLACEHOLDER.match(word):
-                word = "<name>" + match.group(2)
-            elif match := _NUMBER.match(word):
-                word = "<num>" + match.group(2)
-            elif (match := _NAME.match(word)) and not span.starts_sentence(index):
-                word = "<name>" + match.group(2)
-        words.append(word.lower())
-        length += len(word) + 1
-        if length > MAX_FRAGMENT_CHARS + 64:
+            inside, inside_len, at_start, at_start_len = _word_forms(word)
+            if inside is not at_start and inside != at_start and span.starts_sentence(index):
+                words.append(at_start)
+                length += at_start_len + 1
+            else:
+                words.append(inside)
+                length += inside_len + 1
+        else:
+            words.append(word.lower())
+            length += len(word) + 1
+        if length > limit:
             break  # the fragment is cut at MAX_FRAGMENT_CHARS anyway
     return _cut(" ".join(words).strip(_EDGE_PUNCT))
 

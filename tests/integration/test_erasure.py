@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
 
 import orjson
 import pytest
@@ -192,7 +191,7 @@ def _changelog_users(settings: Settings) -> set[str]:
     for key, value in latest.items():
         if value is None:
             continue
-        _partition, record = Record.decode(UUID(key.decode()), value)
+        _partition, record = Record.decode(key.decode(), value)
         if record.interaction is not None:
             users.add(record.interaction.user_id)
         users.update(f.user_id for f in record.feedback.values())

@@ -192,7 +192,7 @@ def test_a_partition_takes_only_its_own_records_and_a_revoked_one_is_forgotten()
         [message(feedback(mine, FeedbackType.COPY, 1, copied_chars=3), 0, partition=0)], 0, never
     )
     assert set(core.partitions) == {0}
-    assert list(core.partitions[0].records) == [mine.interaction_id]
+    assert list(core.partitions[0].records) == [str(mine.interaction_id)]
     assert changelog.released[RECORDS] == [str(mine.interaction_id)]
 
     core.forget([(NAMES.interactions, 0), (NAMES.feedback, 0)])
@@ -333,12 +333,12 @@ def test_a_partition_reassigned_to_the_same_worker_keeps_the_records_it_did_not_
     store.recover()  # ...that gives partition 0 back: only what was written since is read
     core.open_partitions([0], LATER)
     assert {r.interaction_id for r in core.partitions[0].records.values()} == {
-        a.interaction_id,
-        b.interaction_id,
+        str(a.interaction_id),
+        str(b.interaction_id),
     }
     settled = core.tick(LATER + 60_000, lambda _t, _p: True)
     outcomes = [v for topic, _, v, _, _ in settled.pending if topic == NAMES.outcomes]
     assert {o["interaction_id"] for o in outcomes if isinstance(o, dict)} == {
-        a.interaction_id,
-        b.interaction_id,
+        str(a.interaction_id),
+        str(b.interaction_id),
     }

@@ -161,14 +161,14 @@ T0 = 1_795_000_000_000
 
 def _interaction() -> Interaction:
     return Interaction(
-        uuid.uuid4(), uuid.uuid4(), "u1", "s1", T0, "Write to a customer", "v1.0", "m", LETTER, 300,
+        str(uuid.uuid4()), str(uuid.uuid4()), "u1", "s1", T0, "Write to a customer", "v1.0", "m", LETTER, 300,
         None, "writing", None, None,
     )  # fmt: skip
 
 
 def _edit(x: Interaction, corrected: str) -> Feedback:
     return Feedback(
-        uuid.uuid4(), x.interaction_id, "u1", "s1", T0 + 5000, "edit", corrected, None, None, None
+        str(uuid.uuid4()), x.interaction_id, "u1", "s1", T0 + 5000, "edit", corrected, None, None, None
     )
 
 
@@ -187,7 +187,7 @@ def test_every_edit_is_joined_and_emits_its_operations_once(feedback_first: bool
     assert state.apply_feedback(edit) == []  # a duplicate emits nothing
     value = emitted[1].value  # type: ignore[union-attr]
     model = EditOperations.model_validate_json(orjson.dumps(value))
-    assert model.event_id == edit.event_id
+    assert str(model.event_id) == edit.event_id
     assert model.input_category == "writing"
     assert model.edit_size == "small"
     assert [op.corrected_norm for op in model.operations] == ["hi <name>"]
@@ -197,7 +197,9 @@ def test_other_feedback_emits_no_operations() -> None:
     state = PartitionState(0, PipelineSettings())
     x = _interaction()
     state.apply_interaction(x)
-    thumbs = Feedback(uuid.uuid4(), x.interaction_id, "u1", "s1", T0 + 1, "thumbs_up", None, None, None, None)
+    thumbs = Feedback(
+        str(uuid.uuid4()), x.interaction_id, "u1", "s1", T0 + 1, "thumbs_up", None, None, None, None
+    )
     assert [e.kind for e in state.apply_feedback(thumbs) if isinstance(e, Emit)] == ["joined"]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 import orjson
 
@@ -74,7 +73,7 @@ def _changelog_users(writes: list[ChangelogWrite]) -> set[str]:
     for write in writes:
         if write.value is None:
             continue
-        _partition, record = Record.decode(UUID(write.key.decode()), write.value)
+        _partition, record = Record.decode(write.key.decode(), write.value)
         if record.interaction is not None:
             users.add(record.interaction.user_id)
         users.update(f.user_id for f in record.feedback.values())

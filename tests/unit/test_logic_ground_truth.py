@@ -7,6 +7,7 @@ repeat this through Kafka and ClickHouse.
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
@@ -46,7 +47,9 @@ def _differences(workload: Workload, messages: list[RawMessage]) -> list[str]:
     )
     for iid, want in expected.items():
         got = result.outcomes.get(iid, {})
-        for name, value in want.items():
+        for name, want_value in want.items():
+            # The core keeps ids as their canonical text; the oracle has the generator's UUIDs.
+            value = str(want_value) if isinstance(want_value, uuid.UUID) else want_value
             if name != "interaction_created_at_ms" and got.get(name) != pytest.approx(value):
                 problems.append(f"{iid} {name}: {got.get(name)!r} != {value!r}")
     for (start, version, model, category), want in expected_windows(expected).items():

@@ -25,8 +25,8 @@ RESPONSE = "Use reversed() to get an iterator, or slicing with [::-1] to get a n
 
 def interaction(at: int = T0, prompt: str = "How do I reverse a list in python?", **kw: Any) -> Interaction:
     fields: dict[str, Any] = {
-        "interaction_id": uuid.uuid4(),
-        "event_id": uuid.uuid4(),
+        "interaction_id": str(uuid.uuid4()),
+        "event_id": str(uuid.uuid4()),
         "user_id": "u1",
         "session_id": "s1",
         "created_ms": at,
@@ -46,7 +46,7 @@ def interaction(at: int = T0, prompt: str = "How do I reverse a list in python?"
 
 def fb(x: Interaction, kind: str, after_s: float, **kw: Any) -> Feedback:
     return Feedback(
-        event_id=uuid.uuid4(),
+        event_id=str(uuid.uuid4()),
         interaction_id=x.interaction_id,
         user_id=x.user_id,
         session_id=x.session_id,
@@ -60,7 +60,7 @@ def fb(x: Interaction, kind: str, after_s: float, **kw: Any) -> Feedback:
 
 
 def outcome(
-    x: Interaction, feedback: Sequence[Feedback] = (), regenerated_by: dict[uuid.UUID, int] | None = None,
+    x: Interaction, feedback: Sequence[Feedback] = (), regenerated_by: dict[str, int] | None = None,
     session: Sequence[Interaction] = (),
 ) -> dict[str, Any]:  # fmt: skip
     candidates = next_candidates(x, [x, *session], RULES)
@@ -79,7 +79,7 @@ def test_no_feedback_at_all_is_abandoned_and_nothing_else() -> None:
 def test_regenerate_feedback_or_a_regenerating_interaction_both_mean_regenerated() -> None:
     x = interaction()
     assert outcome(x, [fb(x, "regenerate", 4)])["regenerated"] is True
-    child = uuid.uuid4()
+    child = str(uuid.uuid4())
     o = outcome(x, [], {child: x.created_ms + 9000})
     assert o["regenerated"]
     assert o["corrected"]
@@ -175,8 +175,8 @@ def test_clarifying_followup_within_a_minute_about_the_response() -> None:
 
 def test_ties_in_time_are_broken_by_interaction_id() -> None:
     x = interaction()
-    a = interaction(at=T0 + 1000, interaction_id=uuid.UUID(int=2))
-    b = interaction(at=T0 + 1000, interaction_id=uuid.UUID(int=1))
+    a = interaction(at=T0 + 1000, interaction_id=str(uuid.UUID(int=2)))
+    b = interaction(at=T0 + 1000, interaction_id=str(uuid.UUID(int=1)))
     assert [c.interaction_id for c in next_candidates(x, [a, x, b], RULES)] == [
         b.interaction_id,
         a.interaction_id,
@@ -186,7 +186,7 @@ def test_ties_in_time_are_broken_by_interaction_id() -> None:
 def test_versions_count_every_input_event_that_informs_the_outcome() -> None:
     x = interaction()
     feedback = {f.event_id: f for f in [fb(x, "copy", 1, copied_chars=1), fb(x, "accept", 2)]}
-    child, candidate = uuid.uuid4(), interaction(at=T0 + 1000)
+    child, candidate = str(uuid.uuid4()), interaction(at=T0 + 1000)
     assert outcome_version({}, {}, []) == 1
     assert outcome_version(feedback, {child: T0 + 1}, [candidate]) == 5
     # A regeneration that is also the next candidate counts once.

@@ -42,14 +42,14 @@ ENVELOPE = {"schema_version", "version", "interaction_created_at", "settled_at",
 
 def _interaction(at: int = T0) -> Interaction:
     return Interaction(
-        uuid.uuid4(), uuid.uuid4(), "u1", "s1", at, "How do I reverse a list in python?", "v1.0", "m",
-        "Use slicing.", 300, None, "technical", "exp-1", "b",
+        str(uuid.uuid4()), str(uuid.uuid4()), "u1", "s1", at, "How do I reverse a list in python?",
+        "v1.0", "m", "Use slicing.", 300, None, "technical", "exp-1", "b",
     )  # fmt: skip
 
 
 def _feedback(x: Interaction, kind: str, after_ms: int, **kw: Any) -> Feedback:
     return Feedback(
-        uuid.uuid4(), x.interaction_id, x.user_id, x.session_id, x.created_ms + after_ms, kind,
+        str(uuid.uuid4()), x.interaction_id, x.user_id, x.session_id, x.created_ms + after_ms, kind,
         kw.get("corrected_output"), kw.get("copied_chars"), kw.get("dwell_ms"), None,
     )  # fmt: skip
 

@@ -16,8 +16,8 @@ PIPELINE = PipelineSettings(retention_s=600)
 
 def interaction(at: int = T0, **kw: Any) -> Interaction:
     fields: dict[str, Any] = {
-        "interaction_id": uuid.uuid4(),
-        "event_id": uuid.uuid4(),
+        "interaction_id": str(uuid.uuid4()),
+        "event_id": str(uuid.uuid4()),
         "user_id": "u1",
         "session_id": "s1",
         "created_ms": at,
@@ -37,7 +37,7 @@ def interaction(at: int = T0, **kw: Any) -> Interaction:
 
 def feedback(x: Interaction, kind: str, at: int, **kw: Any) -> Feedback:
     return Feedback(
-        uuid.uuid4(), x.interaction_id, x.user_id, x.session_id, at, kind,
+        str(uuid.uuid4()), x.interaction_id, x.user_id, x.session_id, at, kind,
         kw.get("corrected_output"), kw.get("copied_chars"), kw.get("dwell_ms"), None,
     )  # fmt: skip
 

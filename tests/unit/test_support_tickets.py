@@ -4,10 +4,12 @@ the sink's row mapping of tickets and experiment revisions."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,9 +21,10 @@ from producers import EventTimeError, FeedbackClient
 from producers.collector import create_app, parse_batch, parse_event
 from producers.sender.spool import Spool
 from producers.signing import InteractionSigner
-from schemas import Experiment, ExperimentStatus, SupportTicket, topics
+from schemas import Experiment, ExperimentStatus, SupportTicket, to_epoch_ms, topics
 from schemas.experiments import ExperimentAction
 from sinks.rows import TABLES
+from sinks.runner import Sink
 from tests.unit.test_producer_sdk import closed_port
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -183,7 +186,9 @@ def test_the_sink_maps_tickets_and_experiment_revisions_to_rows() -> None:
     t = SupportTicket.model_validate(ticket(interaction_id=str(uuid.uuid4())))
     row = dict(zip(spec.columns, spec.to_row(t.model_dump_json().encode()), strict=True))
     assert row["ticket_id"] == "ZD-1"
-    assert row["interaction_id"] == t.interaction_id
+    # The sink's rows hold ids as text and times as epoch ms (sinks/rows.py), what ClickHouse takes as is.
+    assert row["interaction_id"] == str(t.interaction_id)
+    assert row["created_at"] == to_epoch_ms(t.created_at)
     assert "schema_version" not in row
     with pytest.raises(ValidationError):
         spec.to_row(json.dumps(ticket(ai_quality="no")).encode())
@@ -212,3 +217,15 @@ def test_the_sink_maps_tickets_and_experiment_revisions_to_rows() -> None:
         "v2",
     )
     assert (row["split_control"], row["split_treatment"]) == (80, 20)
+
+
+def test_the_sinks_future_check_reads_a_tickets_time_as_its_row_holds_it() -> None:
+    # A ticket's row holds created_at as epoch ms (the fast decoder) or a datetime (the model's path).
+    sink: Any = SimpleNamespace(_future_skew_ms=60_000)
+    now_ms = int(time.time() * 1000)
+    for ahead in (now_ms + 3_600_000, datetime.fromtimestamp(now_ms / 1000 + 3600, UTC)):
+        reason = Sink._ahead(sink, ahead)
+        assert reason is not None
+        assert "future" in reason or "ahead" in reason
+    assert Sink._ahead(sink, now_ms) is None
+    assert Sink._ahead(sink, datetime.fromtimestamp(now_ms / 1000, UTC)) is None
