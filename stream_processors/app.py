@@ -146,7 +146,11 @@ class Pipeline:
             await self._deliver(step)
             if now_ms - self._last_status_ms >= _STATUS_EVERY_MS:
                 self._last_status_ms = now_ms
-                log.info("partitions: %s", self.core.describe(now_ms))
+                log.info(
+                    "partitions: %s; inputs (high, handed, processed): %s",
+                    self.core.describe(now_ms),
+                    self._offsets(),
+                )
 
     async def _follow_erasures(self) -> None:
         """Before any state is opened or event applied, every erasure so far (read off the event loop):
@@ -171,6 +175,24 @@ class Pipeline:
         changelogs = self.changelogs
         for store, partition, key, record in step.changelog:
             produce(changelogs[store], key, record, partition)
+
+    def _offsets(self) -> str:
+        """Per input partition, what :meth:`_read_to_end` decides from: for the log, so a partition
+        whose event time does not advance can be told apart from one with nothing to read."""
+        consumer = self.consumer
+        if consumer is None:
+            return "-"
+        parts = []
+        for partition in sorted(self.core.partitions):
+            for name, topic in (("i", self.names.interactions), ("f", self.names.feedback)):
+                tp = TP(topic, partition)
+                try:
+                    high = consumer.highwater(tp)
+                except AssertionError:
+                    high = None
+                handed, processed = consumer.handed_offset(tp), self.core.processed_offset(topic, partition)
+                parts.append(f"{name}{partition} {high}/{handed}/{processed}")
+        return " ".join(parts)
 
     def _read_to_end(self, topic: str, partition: int) -> bool | None:
         """Whether everything the broker has of the partition went through the core (None: unknown)."""
